@@ -1,0 +1,47 @@
+# learning-progress developer commands.  `make` alone lists them.
+#
+# Services (PostgreSQL, NATS with JetStream, Temporal dev server) come from
+# scripts/stack.sh, which reuses running ones or starts its own under .stack/
+# and writes their addresses to .stack/env; recipes that need them run through
+# scripts/with-stack-env.sh, which sources that file.
+
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+WITH_ENV := scripts/with-stack-env.sh
+# Extra arguments for the test runner, e.g. make test TEST_ARGS='-- --nocapture'
+TEST_ARGS ?=
+
+.PHONY: help stack stop run test lint bench
+
+help: ## List the targets
+	@echo "learning-progress: make <target>"
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z]+):.*## /  \1\t/' | expand -t 10
+
+stack: ## Ensure PostgreSQL, NATS (JetStream) and Temporal run; write .stack/env
+	@scripts/stack.sh
+
+stop: ## Stop the services that 'make stack' started itself
+	@scripts/stack.sh stop
+
+run: stack ## Migrate the database, then run the service (release build)
+	$(WITH_ENV) cargo run --release -- migrate
+	$(WITH_ENV) cargo run --release -- all
+
+test: stack ## Run the tests against the local stack (nextest if installed); TEST_ARGS=...
+	@if cargo nextest --version >/dev/null 2>&1; then \
+	  set -x; $(WITH_ENV) cargo nextest run --no-fail-fast $(TEST_ARGS); \
+	else \
+	  set -x; $(WITH_ENV) cargo test --no-fail-fast $(TEST_ARGS); \
+	fi
+
+lint: ## cargo fmt --check and clippy with warnings as errors
+	cargo fmt --all --check
+	cargo clippy --all-targets -- -D warnings
+
+bench: ## Run the benchmarks (scripts/bench.sh)
+	@if [ -x scripts/bench.sh ] || [ -f scripts/bench.sh ]; then \
+	  $(MAKE) --no-print-directory stack && $(WITH_ENV) bash scripts/bench.sh; \
+	else \
+	  echo "bench: not built yet (scripts/bench.sh does not exist)"; \
+	fi

@@ -1,0 +1,16 @@
+//! learning-progress: stores and serves every learner's progress through learning tracks.
+//!
+//! Writes are message-driven: the `LearningPathWorkflow` (Temporal) publishes
+//! [`model::ProgressCommand`]s to NATS JetStream, the applier applies them exactly once to
+//! PostgreSQL and publishes a progress event per change. Reads are cached: the API answers from
+//! a moka cache kept fresh by those events.
+//!
+//! - [`model`]: the pure core — commands, the snapshot, the merge rules. No I/O.
+//! - [`db`]: PostgreSQL — pool, migrations, tracks and the progress CRUD.
+//! - [`config`]: flags and environment, parsed once per component.
+//! - [`telemetry`]: tracing setup.
+
+pub mod config;
+pub mod db;
+pub mod model;
+pub mod telemetry;

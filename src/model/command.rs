@@ -1,0 +1,137 @@
+//! `ProgressCommand`: what the workflow asks the applier to do, with the exact JSON of the design.
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One progress command for one learner on one track.
+///
+/// `command_id` is deterministic (UUIDv5 of the workflow id and `seq`), so every retry of a
+/// publish carries the same id and the ledger can deduplicate it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgressCommand {
+    pub command_id: Uuid,
+    pub user_id: Uuid,
+    pub track_id: Uuid,
+    /// Gapless per (user, track), starting at 1.
+    pub seq: i64,
+    pub occurred_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+/// What the command does; serialized as the `type` field beside the common fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Action {
+    TrackStarted {
+        current_unit_id: Option<Uuid>,
+    },
+    UnitCompleted {
+        unit_id: Uuid,
+        next_unit_id: Option<Uuid>,
+    },
+    AssessmentRecorded {
+        unit_id: Uuid,
+        attempt_id: Uuid,
+        score: f64,
+        max_score: f64,
+        passed: bool,
+    },
+    TrackCompleted {},
+}
+
+/// Why a command is not acceptable. Every variant is permanent: retrying cannot fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("malformed command JSON: {0}")]
+    Malformed(#[source] serde_json::Error),
+    #[error("invalid command: {0}")]
+    Invalid(String),
+}
+
+impl CommandError {
+    /// A short, stable reason used in dead-letter subjects and the ledger.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CommandError::Malformed(e) if e.to_string().starts_with("unknown variant") => {
+                "unknown_type"
+            }
+            CommandError::Malformed(_) => "malformed",
+            CommandError::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// Decodes and validates a command from its wire bytes.
+///
+/// Timestamps are truncated to microseconds, the precision PostgreSQL keeps, so a snapshot
+/// computed in memory equals the one read back from the database.
+pub fn decode_command(bytes: &[u8]) -> Result<ProgressCommand, CommandError> {
+    let mut command: ProgressCommand =
+        serde_json::from_slice(bytes).map_err(CommandError::Malformed)?;
+    command.validate()?;
+    command.occurred_at = truncate_to_micros(command.occurred_at);
+    Ok(command)
+}
+
+pub(crate) fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(at)
+}
+
+impl ProgressCommand {
+    /// The `type` as it appears in JSON, the ledger and the CloudEvents type.
+    pub fn kind(&self) -> &'static str {
+        self.action.kind()
+    }
+
+    /// Every unit id the command refers to; each must belong to the command's track.
+    pub fn unit_ids(&self) -> Vec<Uuid> {
+        match &self.action {
+            Action::TrackStarted { current_unit_id } => current_unit_id.iter().copied().collect(),
+            Action::UnitCompleted {
+                unit_id,
+                next_unit_id,
+            } => std::iter::once(*unit_id).chain(*next_unit_id).collect(),
+            Action::AssessmentRecorded { unit_id, .. } => vec![*unit_id],
+            Action::TrackCompleted {} => Vec::new(),
+        }
+    }
+
+    /// Checks what the types alone cannot: sequence numbers and scores.
+    pub fn validate(&self) -> Result<(), CommandError> {
+        if self.seq < 1 {
+            return Err(CommandError::Invalid(format!(
+                "seq must be at least 1, got {}",
+                self.seq
+            )));
+        }
+        if let Action::AssessmentRecorded {
+            score, max_score, ..
+        } = self.action
+        {
+            if !(max_score.is_finite() && max_score > 0.0) {
+                return Err(CommandError::Invalid(format!(
+                    "max_score must be a positive number, got {max_score}"
+                )));
+            }
+            if !(score.is_finite() && (0.0..=max_score).contains(&score)) {
+                return Err(CommandError::Invalid(format!(
+                    "score must be between 0 and max_score ({max_score}), got {score}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Action {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::TrackStarted { .. } => "track_started",
+            Action::UnitCompleted { .. } => "unit_completed",
+            Action::AssessmentRecorded { .. } => "assessment_recorded",
+            Action::TrackCompleted {} => "track_completed",
+        }
+    }
+}

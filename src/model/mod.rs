@@ -1,0 +1,12 @@
+//! The pure core: progress commands, the progress snapshot, and the merge of one into the other.
+//!
+//! Nothing here does I/O. The applier, the CRUD layer, the workflow and the tests all share
+//! these types and functions, so there is exactly one definition of what a command means.
+
+mod command;
+mod progress;
+mod view;
+
+pub use command::{Action, CommandError, ProgressCommand, decode_command};
+pub use progress::{AssessmentResults, Attempt, Status, UnitAttempts, UserProgress};
+pub use view::{AssessmentSummary, ProgressView, ScoredAttempt};

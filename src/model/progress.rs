@@ -1,0 +1,190 @@
+//! The progress snapshot of one learner on one track, and the merge of a command into it.
+//!
+//! Merge rules (idempotent, commutative, associative — see `tests/model_properties.rs`):
+//! completed units are a set union; assessment attempts are a map union keyed by attempt id
+//! (two records of one attempt id resolve by [`Attempt::supersedes`]); the current
+//! unit is last-writer-wins by `seq`; status only moves forward; `version` grows by one only
+//! when something actually changed.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::command::{Action, ProgressCommand};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    InProgress,
+    Completed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::InProgress => "in_progress",
+            Status::Completed => "completed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        match s {
+            "in_progress" => Some(Status::InProgress),
+            "completed" => Some(Status::Completed),
+            _ => None,
+        }
+    }
+}
+
+/// One recorded attempt at an assessment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub score: f64,
+    pub max_score: f64,
+    pub passed: bool,
+    pub at: DateTime<Utc>,
+}
+
+impl Attempt {
+    /// Two records of one attempt id keep the earliest; on a tie, the higher score, then the
+    /// higher maximum, then passed. A total order, so the merge stays order-independent.
+    pub fn supersedes(&self, kept: &Attempt) -> bool {
+        let order = self
+            .at
+            .cmp(&kept.at)
+            .then(kept.score.total_cmp(&self.score))
+            .then(kept.max_score.total_cmp(&self.max_score))
+            .then(kept.passed.cmp(&self.passed));
+        order.is_lt()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UnitAttempts {
+    pub attempts: BTreeMap<Uuid, Attempt>,
+}
+
+/// `{ "<unit_id>": { "attempts": { "<attempt_id>": {score, max_score, passed, at} } } }`
+pub type AssessmentResults = BTreeMap<Uuid, UnitAttempts>;
+
+/// The stored projection of one learner's progress through one track.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserProgress {
+    pub user_id: Uuid,
+    pub track_id: Uuid,
+    pub status: Status,
+    pub current_unit_id: Option<Uuid>,
+    /// Kept sorted, so equal sets are equal vectors (PostgreSQL orders uuids the same way).
+    pub completed_unit_ids: Vec<Uuid>,
+    pub assessment_results: AssessmentResults,
+    pub started_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    /// The `seq` of the command that last set `current_unit_id`.
+    pub last_seq: i64,
+    /// Starts at 1 and grows by one per real change; it is the ETag and orders cache updates.
+    pub version: i64,
+}
+
+impl UserProgress {
+    /// The state of a learner before any command: in progress, nothing done, version 0
+    /// (the first real change makes it 1, the first stored version).
+    pub fn empty(user_id: Uuid, track_id: Uuid, started_at: DateTime<Utc>) -> UserProgress {
+        UserProgress {
+            user_id,
+            track_id,
+            status: Status::InProgress,
+            current_unit_id: None,
+            completed_unit_ids: Vec::new(),
+            assessment_results: AssessmentResults::new(),
+            started_at,
+            completed_at: None,
+            updated_at: started_at,
+            last_seq: 0,
+            version: 0,
+        }
+    }
+
+    /// Merges `command` into the snapshot. Returns whether anything changed; if it did,
+    /// `version` is incremented and `updated_at` set to `now`.
+    ///
+    /// The caller has already checked that the command belongs to this (user, track) and that
+    /// its units belong to the track.
+    pub fn apply(&mut self, command: &ProgressCommand, now: DateTime<Utc>) -> bool {
+        let before = self.clone();
+        self.started_at = self.started_at.min(command.occurred_at);
+        match &command.action {
+            Action::TrackStarted { current_unit_id } => {
+                self.set_current(*current_unit_id, command.seq);
+            }
+            Action::UnitCompleted {
+                unit_id,
+                next_unit_id,
+            } => {
+                if let Err(at) = self.completed_unit_ids.binary_search(unit_id) {
+                    self.completed_unit_ids.insert(at, *unit_id);
+                }
+                self.set_current(*next_unit_id, command.seq);
+            }
+            Action::AssessmentRecorded {
+                unit_id,
+                attempt_id,
+                score,
+                max_score,
+                passed,
+            } => {
+                let attempt = Attempt {
+                    score: *score,
+                    max_score: *max_score,
+                    passed: *passed,
+                    at: command.occurred_at,
+                };
+                let attempts = &mut self
+                    .assessment_results
+                    .entry(*unit_id)
+                    .or_default()
+                    .attempts;
+                match attempts.get(attempt_id) {
+                    Some(kept) if !attempt.supersedes(kept) => {}
+                    _ => {
+                        attempts.insert(*attempt_id, attempt);
+                    }
+                }
+            }
+            Action::TrackCompleted {} => {
+                self.status = Status::Completed;
+                let at = self
+                    .completed_at
+                    .map_or(command.occurred_at, |at| at.min(command.occurred_at));
+                self.completed_at = Some(at);
+                self.set_current(None, command.seq);
+            }
+        }
+        let changed = *self != before;
+        if changed {
+            self.version += 1;
+            self.updated_at = now;
+        }
+        changed
+    }
+
+    fn set_current(&mut self, unit: Option<Uuid>, seq: i64) {
+        if seq > self.last_seq {
+            self.current_unit_id = unit;
+            self.last_seq = seq;
+        }
+    }
+
+    /// The snapshot without the fields whose values depend on the order or time of
+    /// application (`version`, `updated_at`); what the merge rules make order-independent.
+    pub fn content_eq(&self, other: &UserProgress) -> bool {
+        let strip = |p: &UserProgress| UserProgress {
+            version: 0,
+            updated_at: DateTime::<Utc>::MIN_UTC,
+            ..p.clone()
+        };
+        strip(self) == strip(other)
+    }
+}
