@@ -7,10 +7,12 @@
 //!
 //! - [`model`]: the pure core — commands, the snapshot, the merge rules. No I/O.
 //! - [`db`]: PostgreSQL — pool, migrations, tracks and the progress CRUD.
+//! - [`messaging`]: NATS JetStream — streams, subjects, CloudEvents headers, publishing.
 //! - [`config`]: flags and environment, parsed once per component.
 //! - [`telemetry`]: tracing setup.
 
 pub mod config;
 pub mod db;
+pub mod messaging;
 pub mod model;
 pub mod telemetry;

@@ -4,9 +4,11 @@
 //! these types and functions, so there is exactly one definition of what a command means.
 
 mod command;
+mod event;
 mod progress;
 mod view;
 
 pub use command::{Action, CommandError, ProgressCommand, decode_command};
+pub use event::ProgressEvent;
 pub use progress::{AssessmentResults, Attempt, Status, UnitAttempts, UserProgress};
 pub use view::{AssessmentSummary, ProgressView, ScoredAttempt};

@@ -1,0 +1,119 @@
+//! NATS JetStream: configuration, the three streams, subjects and the CloudEvents headers.
+//!
+//! Stream names and the subject prefix are configuration, so tests and several deployments can
+//! share one NATS account without overlapping subjects.
+
+mod headers;
+mod publish;
+mod streams;
+
+pub use headers::{CloudEvent, cloud_event_headers, header_str};
+pub use publish::{SOURCE, publish_command, publish_event};
+pub use streams::ensure_streams;
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsConfig {
+    /// NATS server URL(s), comma separated.
+    #[arg(
+        long = "nats-url",
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub url: String,
+
+    /// First token of every subject: `<prefix>.cmd.…`, `<prefix>.evt.…`, `<prefix>.dlq.…`.
+    #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "progress")]
+    pub subject_prefix: String,
+
+    /// Stream holding progress commands.
+    #[arg(
+        long,
+        env = "NATS_COMMANDS_STREAM",
+        default_value = "PROGRESS_COMMANDS"
+    )]
+    pub commands_stream: String,
+
+    /// Stream holding progress events.
+    #[arg(long, env = "NATS_EVENTS_STREAM", default_value = "PROGRESS_EVENTS")]
+    pub events_stream: String,
+
+    /// Stream holding dead letters.
+    #[arg(long, env = "NATS_DLQ_STREAM", default_value = "PROGRESS_DLQ")]
+    pub dlq_stream: String,
+
+    /// How long streams keep messages; long enough to rebuild the projection by replay.
+    #[arg(long, env = "NATS_STREAM_MAX_AGE_HOURS", default_value_t = 24 * 7)]
+    pub max_age_hours: u64,
+
+    /// Window in which JetStream drops a republished message with the same `Nats-Msg-Id`.
+    #[arg(long, env = "NATS_DUPLICATE_WINDOW_SECS", default_value_t = 120)]
+    pub duplicate_window_secs: u64,
+
+    /// Stream replicas: 1 on a single server, 3 in a cluster.
+    #[arg(long, env = "NATS_REPLICAS", default_value_t = 1)]
+    pub replicas: usize,
+}
+
+impl NatsConfig {
+    /// A configuration whose streams and subjects are unique to `tag`, for tests and
+    /// side-by-side deployments on one server.
+    pub fn isolated(url: impl Into<String>, tag: &str) -> NatsConfig {
+        let upper = tag.to_uppercase();
+        NatsConfig {
+            url: url.into(),
+            subject_prefix: format!("{tag}.progress"),
+            commands_stream: format!("{upper}_PROGRESS_COMMANDS"),
+            events_stream: format!("{upper}_PROGRESS_EVENTS"),
+            dlq_stream: format!("{upper}_PROGRESS_DLQ"),
+            max_age_hours: 1,
+            duplicate_window_secs: 120,
+            replicas: 1,
+        }
+    }
+
+    pub fn max_age(&self) -> Duration {
+        Duration::from_secs(self.max_age_hours * 3600)
+    }
+
+    pub fn duplicate_window(&self) -> Duration {
+        Duration::from_secs(self.duplicate_window_secs)
+    }
+
+    pub fn command_subject(&self, user_id: Uuid, track_id: Uuid) -> String {
+        format!("{}.cmd.{user_id}.{track_id}", self.subject_prefix)
+    }
+
+    pub fn event_subject(&self, user_id: Uuid, track_id: Uuid) -> String {
+        format!("{}.evt.{user_id}.{track_id}", self.subject_prefix)
+    }
+
+    /// Events of every learner, or of one (user, track) when both are given.
+    pub fn events_filter(&self) -> String {
+        format!("{}.evt.>", self.subject_prefix)
+    }
+
+    pub fn commands_filter(&self) -> String {
+        format!("{}.cmd.>", self.subject_prefix)
+    }
+
+    pub fn dlq_subject(&self, reason: &str) -> String {
+        format!("{}.dlq.{reason}", self.subject_prefix)
+    }
+}
+
+/// Connects to NATS with a name that shows up in the server's connection list.
+pub async fn connect(
+    config: &NatsConfig,
+    name: &str,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    async_nats::ConnectOptions::new()
+        .name(format!("learning-progress-{name}"))
+        // keep retrying a server that is down at start-up instead of failing the process
+        .retry_on_initial_connect()
+        .connect(config.url.as_str())
+        .await
+}
