@@ -9,10 +9,14 @@
 //! - [`db`]: PostgreSQL — pool, migrations, tracks and the progress CRUD.
 //! - [`messaging`]: NATS JetStream — streams, subjects, CloudEvents headers, publishing.
 //! - [`config`]: flags and environment, parsed once per component.
+//! - [`applier`]: the durable consumer that applies commands and publishes events.
+//! - [`shutdown`]: one Ctrl-C/SIGTERM token fanned out to every component.
 //! - [`telemetry`]: tracing setup.
 
+pub mod applier;
 pub mod config;
 pub mod db;
 pub mod messaging;
 pub mod model;
+pub mod shutdown;
 pub mod telemetry;

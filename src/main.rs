@@ -3,8 +3,10 @@
 
 use clap::{Parser, Subcommand};
 
+use learning_progress::applier::{self, ApplierConfig};
 use learning_progress::config::{DbConfig, LogFormat};
-use learning_progress::{db, telemetry};
+use learning_progress::messaging::NatsConfig;
+use learning_progress::{db, shutdown, telemetry};
 
 /// Stores and serves every learner's progress through learning tracks.
 #[derive(Debug, Parser)]
@@ -24,6 +26,15 @@ enum Command {
     Migrate {
         #[command(flatten)]
         db: DbConfig,
+    },
+    /// Apply progress commands from JetStream to PostgreSQL and publish progress events.
+    Consumer {
+        #[command(flatten)]
+        db: DbConfig,
+        #[command(flatten)]
+        nats: NatsConfig,
+        #[command(flatten)]
+        applier: ApplierConfig,
     },
     /// Manage the track catalogue.
     Tracks {
@@ -53,6 +64,9 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(cli.log_format);
     match cli.command {
         Command::Migrate { db } => db::migrate(&db).await,
+        Command::Consumer { db, nats, applier } => {
+            applier::start(&db, &nats, &applier, shutdown::on_signal()).await
+        }
         Command::Tracks {
             command: TracksCommand::Create { title, units, db },
         } => {

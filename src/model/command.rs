@@ -79,6 +79,11 @@ pub(crate) fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
     at.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(at)
 }
 
+/// The current time at the precision PostgreSQL stores.
+pub fn now_micros() -> DateTime<Utc> {
+    truncate_to_micros(Utc::now())
+}
+
 impl ProgressCommand {
     /// The `type` as it appears in JSON, the ledger and the CloudEvents type.
     pub fn kind(&self) -> &'static str {

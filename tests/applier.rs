@@ -1,0 +1,566 @@
+//! The applier against real NATS JetStream and PostgreSQL: exactly-once application, events,
+//! dead letters, crash recovery and database outages.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use chrono::{DateTime, TimeDelta, Utc};
+use common::{Proxy, eventually, isolated_nats, read_stream, stream_len};
+use learning_progress::applier::{self, ApplierConfig, ApplierError, Seams};
+use learning_progress::db::progress::get_user_progress;
+use learning_progress::db::tracks::{Track, create_track};
+use learning_progress::messaging::{NatsConfig, publish_command};
+use learning_progress::model::{Action, ProgressCommand, ProgressEvent, UserProgress};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(1_790_000_000, 0).unwrap() + TimeDelta::seconds(seconds)
+}
+
+fn command(user: Uuid, track: Uuid, seq: i64, action: Action) -> ProgressCommand {
+    ProgressCommand {
+        command_id: Uuid::new_v4(),
+        user_id: user,
+        track_id: track,
+        seq,
+        occurred_at: at(seq),
+        action,
+    }
+}
+
+/// A learner's whole path through `track`: start, every unit, one assessment, completion.
+fn path(user: Uuid, track: &Track) -> Vec<ProgressCommand> {
+    let units: Vec<Uuid> = track.units.iter().map(|u| u.id).collect();
+    let mut commands = vec![command(
+        user,
+        track.id,
+        1,
+        Action::TrackStarted {
+            current_unit_id: Some(units[0]),
+        },
+    )];
+    for (i, unit) in units.iter().enumerate() {
+        let seq = commands.len() as i64 + 1;
+        commands.push(command(
+            user,
+            track.id,
+            seq,
+            Action::UnitCompleted {
+                unit_id: *unit,
+                next_unit_id: units.get(i + 1).copied(),
+            },
+        ));
+    }
+    let seq = commands.len() as i64 + 1;
+    commands.push(command(
+        user,
+        track.id,
+        seq,
+        Action::AssessmentRecorded {
+            unit_id: units[units.len() - 1],
+            attempt_id: Uuid::new_v4(),
+            score: 8.0,
+            max_score: 10.0,
+            passed: true,
+        },
+    ));
+    let seq = commands.len() as i64 + 1;
+    commands.push(command(user, track.id, seq, Action::TrackCompleted {}));
+    commands
+}
+
+async fn publish(js: &jetstream::Context, nats: &NatsConfig, command: &ProgressCommand) {
+    publish_command(js, nats, command)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+fn expected_row(commands: &[ProgressCommand]) -> UserProgress {
+    let first = &commands[0];
+    let mut progress = UserProgress::empty(first.user_id, first.track_id, first.occurred_at);
+    for command in commands {
+        progress.apply(command, Utc::now());
+    }
+    progress
+}
+
+fn start_applier(
+    js: &jetstream::Context,
+    pool: &PgPool,
+    nats: &NatsConfig,
+    config: ApplierConfig,
+    seams: Seams,
+) -> (CancellationToken, JoinHandle<Result<(), ApplierError>>) {
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(applier::run(
+        js.clone(),
+        pool.clone(),
+        nats.clone(),
+        config,
+        seams,
+        shutdown.clone(),
+    ));
+    (shutdown, task)
+}
+
+async fn stop(applier: (CancellationToken, JoinHandle<Result<(), ApplierError>>)) {
+    applier.0.cancel();
+    applier.1.await.unwrap().unwrap();
+}
+
+async fn ledger_count(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("select count(*) from progress_ledger")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn row_at_version(
+    pool: &PgPool,
+    user: Uuid,
+    track: Uuid,
+    version: i64,
+) -> Option<UserProgress> {
+    get_user_progress(pool, user, track)
+        .await
+        .unwrap()
+        .filter(|row| row.version >= version)
+}
+
+#[sqlx::test]
+async fn commands_are_applied_and_announced_as_events(pool: PgPool) {
+    let (nats, js) = isolated_nats().await;
+    let track = create_track(&pool, "Events", 3).await.unwrap();
+    let user = Uuid::new_v4();
+    let commands = path(user, &track);
+    let applier = start_applier(
+        &js,
+        &pool,
+        &nats,
+        ApplierConfig::default(),
+        Seams::default(),
+    );
+    for command in &commands {
+        publish(&js, &nats, command).await;
+    }
+
+    let expected = expected_row(&commands);
+    let row = eventually(WAIT, "the row to reach its final version", || {
+        row_at_version(&pool, user, track.id, expected.version)
+    })
+    .await;
+    assert!(row.content_eq(&expected), "{row:#?}\n{expected:#?}");
+    assert_eq!(row.version, expected.version);
+
+    let events = read_stream(&js, &nats.events_stream, commands.len(), WAIT).await;
+    let events: Vec<ProgressEvent> = events
+        .iter()
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .collect();
+    let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    assert_eq!(
+        ids,
+        commands.iter().map(|c| c.command_id).collect::<Vec<_>>()
+    );
+    let versions: Vec<i64> = events.iter().map(|e| e.version).collect();
+    assert_eq!(versions, (1..=commands.len() as i64).collect::<Vec<_>>());
+    let last = events.last().unwrap();
+    assert_eq!(last.progress.progress, row);
+    assert_eq!(last.progress.percent_complete, 100.0);
+    assert_eq!(last.kind, "track_completed");
+    stop(applier).await;
+    common::delete_streams(&js, &nats).await;
+}
+
+#[sqlx::test]
+async fn a_command_published_twice_is_applied_once(pool: PgPool) {
+    let (nats, js) = isolated_nats().await;
+    let track = create_track(&pool, "Twice", 2).await.unwrap();
+    let user = Uuid::new_v4();
+    let start = command(
+        user,
+        track.id,
+        1,
+        Action::TrackStarted {
+            current_unit_id: Some(track.units[0].id),
+        },
+    );
+    let done = command(
+        user,
+        track.id,
+        2,
+        Action::UnitCompleted {
+            unit_id: track.units[0].id,
+            next_unit_id: Some(track.units[1].id),
+        },
+    );
+
+    // inside the duplicate window JetStream itself drops the second copy
+    publish(&js, &nats, &start).await;
+    let again = publish_command(&js, &nats, &start)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(
+        again.duplicate,
+        "JetStream stored a duplicate inside its window"
+    );
+    publish(&js, &nats, &done).await;
+    // outside the window (simulated by a different message id) the ledger drops it
+    let payload = serde_json::to_vec(&done).unwrap();
+    js.publish(nats.command_subject(user, track.id), payload.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(stream_len(&js, &nats.commands_stream).await, 3);
+
+    let applier = start_applier(
+        &js,
+        &pool,
+        &nats,
+        ApplierConfig::default(),
+        Seams::default(),
+    );
+    eventually(WAIT, "every command acked", || async {
+        let mut consumer = js
+            .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(
+                "progress-applier",
+                &nats.commands_stream,
+            )
+            .await
+            .ok()?;
+        let info = consumer.info().await.ok()?;
+        (info.num_ack_pending == 0 && info.num_pending == 0 && info.delivered.stream_sequence == 3)
+            .then_some(())
+    })
+    .await;
+    let row = get_user_progress(&pool, user, track.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.version, 2, "the duplicate changed the row");
+    assert_eq!(ledger_count(&pool).await, 2);
+    stop(applier).await;
+    common::delete_streams(&js, &nats).await;
+}
+
+#[sqlx::test]
+async fn a_batch_with_duplicates_and_many_learners_commits_correctly(pool: PgPool) {
+    let (nats, js) = isolated_nats().await;
+    let track = create_track(&pool, "Batch", 4).await.unwrap();
+    let learners: Vec<Uuid> = (0..25).map(|_| Uuid::new_v4()).collect();
+    let paths: Vec<Vec<ProgressCommand>> = learners.iter().map(|u| path(*u, &track)).collect();
+    // interleave learners, and send every third command twice under another message id
+    let longest = paths.iter().map(Vec::len).max().unwrap();
+    for i in 0..longest {
+        for commands in &paths {
+            publish(&js, &nats, &commands[i]).await;
+            if i % 3 == 0 {
+                let payload = serde_json::to_vec(&commands[i]).unwrap();
+                js.publish(
+                    nats.command_subject(commands[i].user_id, track.id),
+                    payload.into(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            }
+        }
+    }
+    let config = ApplierConfig {
+        batch_size: 64,
+        ..ApplierConfig::default()
+    };
+    let applier = start_applier(&js, &pool, &nats, config, Seams::default());
+    let unique: i64 = paths.iter().map(|p| p.len() as i64).sum();
+    eventually(WAIT, "every command in the ledger", || async {
+        (ledger_count(&pool).await == unique).then_some(())
+    })
+    .await;
+    for commands in &paths {
+        let expected = expected_row(commands);
+        let row = eventually(WAIT, "final version", || {
+            row_at_version(&pool, expected.user_id, track.id, expected.version)
+        })
+        .await;
+        assert!(row.content_eq(&expected));
+        assert_eq!(row.version, expected.version);
+    }
+    stop(applier).await;
+    common::delete_streams(&js, &nats).await;
+}
+
+#[sqlx::test]
+async fn poison_messages_are_dead_lettered_and_the_rest_applied(pool: PgPool) {
+    let (nats, js) = isolated_nats().await;
+    let track = create_track(&pool, "Poison", 2).await.unwrap();
+    let other = create_track(&pool, "Elsewhere", 2).await.unwrap();
+    let user = Uuid::new_v4();
+    let subject = nats.command_subject(user, track.id);
+
+    let good_start = command(
+        user,
+        track.id,
+        1,
+        Action::TrackStarted {
+            current_unit_id: Some(track.units[0].id),
+        },
+    );
+    let foreign = command(
+        user,
+        track.id,
+        2,
+        Action::UnitCompleted {
+            unit_id: other.units[0].id,
+            next_unit_id: None,
+        },
+    );
+    let good_done = command(
+        user,
+        track.id,
+        3,
+        Action::UnitCompleted {
+            unit_id: track.units[0].id,
+            next_unit_id: Some(track.units[1].id),
+        },
+    );
+    let mut unknown_type = serde_json::to_value(&good_done).unwrap();
+    unknown_type["type"] = "unit_teleported".into();
+    unknown_type["command_id"] = Uuid::new_v4().to_string().into();
+    let misplaced = command(
+        Uuid::new_v4(),
+        track.id,
+        1,
+        Action::TrackStarted {
+            current_unit_id: None,
+        },
+    );
+
+    publish(&js, &nats, &good_start).await;
+    js.publish(subject.clone(), "{\"command_id\": not json".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    publish(&js, &nats, &foreign).await;
+    js.publish(
+        subject.clone(),
+        serde_json::to_vec(&unknown_type).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    js.publish(
+        subject.clone(),
+        serde_json::to_vec(&misplaced).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    publish(&js, &nats, &good_done).await;
+
+    let applier = start_applier(
+        &js,
+        &pool,
+        &nats,
+        ApplierConfig::default(),
+        Seams::default(),
+    );
+    let dead = read_stream(&js, &nats.dlq_stream, 4, WAIT).await;
+    let mut reasons: Vec<(String, String)> = dead
+        .iter()
+        .map(|m| {
+            let header = |name| {
+                m.headers
+                    .as_ref()
+                    .unwrap()
+                    .get(name)
+                    .unwrap()
+                    .as_str()
+                    .to_owned()
+            };
+            assert!(!header("lp-dlq-error").is_empty());
+            assert!(header("lp-dlq-stream-seq").parse::<u64>().unwrap() >= 2);
+            assert_eq!(header("lp-dlq-deliveries"), "1");
+            (m.subject.to_string(), header("lp-dlq-reason"))
+        })
+        .collect();
+    reasons.sort();
+    let dlq = |r: &str| (nats.dlq_subject(r), r.to_owned());
+    let mut expected = vec![
+        dlq("foreign_unit"),
+        dlq("malformed"),
+        dlq("unknown_type"),
+        dlq("wrong_subject"),
+    ];
+    expected.sort();
+    assert_eq!(reasons, expected);
+    // the original bytes travel with the dead letter
+    assert!(
+        dead.iter()
+            .any(|m| m.payload.as_ref() == b"{\"command_id\": not json")
+    );
+
+    let row = eventually(WAIT, "valid commands applied", || {
+        row_at_version(&pool, user, track.id, 2)
+    })
+    .await;
+    assert_eq!(row.completed_unit_ids, vec![track.units[0].id]);
+    let rejected: (String, String) =
+        sqlx::query_as("select outcome, reason from progress_ledger where command_id = $1")
+            .bind(foreign.command_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rejected.0, "rejected");
+    assert!(
+        rejected.1.contains("does not belong to track"),
+        "{}",
+        rejected.1
+    );
+    stop(applier).await;
+    common::delete_streams(&js, &nats).await;
+}
+
+#[sqlx::test]
+async fn a_crash_between_commit_and_ack_applies_nothing_twice_and_still_publishes(pool: PgPool) {
+    let (nats, js) = isolated_nats().await;
+    let track = create_track(&pool, "Crash", 2).await.unwrap();
+    let user = Uuid::new_v4();
+    let commands = path(user, &track);
+    for command in &commands {
+        publish(&js, &nats, command).await;
+    }
+    let config = ApplierConfig {
+        ack_wait_secs: 1,
+        ..ApplierConfig::default()
+    };
+    let seams = Seams::default();
+    seams.halt_after_commit.store(true, Ordering::SeqCst);
+    let (_, crashed) = start_applier(&js, &pool, &nats, config.clone(), seams);
+    assert!(matches!(crashed.await.unwrap(), Err(ApplierError::Halted)));
+    let committed = get_user_progress(&pool, user, track.id)
+        .await
+        .unwrap()
+        .expect("the batch committed");
+    assert_eq!(
+        stream_len(&js, &nats.events_stream).await,
+        0,
+        "events published before the crash"
+    );
+
+    let applier = start_applier(&js, &pool, &nats, config, Seams::default());
+    let expected = expected_row(&commands);
+    let events = read_stream(&js, &nats.events_stream, 1, WAIT).await;
+    eventually(WAIT, "the commands acked after the restart", || async {
+        let mut consumer = js
+            .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(
+                "progress-applier",
+                &nats.commands_stream,
+            )
+            .await
+            .ok()?;
+        let info = consumer.info().await.ok()?;
+        (info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
+    })
+    .await;
+    let row = get_user_progress(&pool, user, track.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row, committed,
+        "the redelivered commands changed the row again"
+    );
+    assert_eq!(row.version, expected.version);
+    assert_eq!(ledger_count(&pool).await, commands.len() as i64);
+    let event: ProgressEvent = serde_json::from_slice(&events[0].payload).unwrap();
+    assert_eq!(
+        event.version, expected.version,
+        "the re-published event carries the committed snapshot"
+    );
+    assert_eq!(
+        stream_len(&js, &nats.events_stream).await,
+        commands.len() as u64
+    );
+    stop(applier).await;
+    common::delete_streams(&js, &nats).await;
+}
+
+#[sqlx::test]
+async fn while_the_database_is_unreachable_nothing_is_dead_lettered(pool: PgPool) {
+    let (nats, js) = isolated_nats().await;
+    let track = create_track(&pool, "Outage", 3).await.unwrap();
+    let database: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let url = format!("postgres://postgres@127.0.0.1:{}/{database}", proxy.port);
+    let proxied = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_lazy(&url)
+        .unwrap();
+
+    proxy.cut();
+    let user = Uuid::new_v4();
+    let commands = path(user, &track);
+    let config = ApplierConfig {
+        max_backoff_ms: 200,
+        ..ApplierConfig::default()
+    };
+    let applier = start_applier(&js, &proxied, &nats, config, Seams::default());
+    for command in &commands {
+        publish(&js, &nats, command).await;
+    }
+    // the applier has taken the batch and is failing on it
+    eventually(WAIT, "the commands delivered", || async {
+        let mut consumer = js
+            .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(
+                "progress-applier",
+                &nats.commands_stream,
+            )
+            .await
+            .ok()?;
+        let info = consumer.info().await.ok()?;
+        (info.delivered.stream_sequence == commands.len() as u64 && info.num_ack_pending > 0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        get_user_progress(&pool, user, track.id).await.unwrap(),
+        None
+    );
+
+    proxy.restore();
+    let expected = expected_row(&commands);
+    let row = eventually(WAIT, "every command applied after the outage", || {
+        row_at_version(&pool, user, track.id, expected.version)
+    })
+    .await;
+    assert!(row.content_eq(&expected));
+    assert_eq!(
+        stream_len(&js, &nats.dlq_stream).await,
+        0,
+        "a transient fault was dead-lettered"
+    );
+    stop(applier).await;
+    common::delete_streams(&js, &nats).await;
+}

@@ -1,0 +1,146 @@
+//! Helpers shared by the integration tests: isolated NATS names, waiting on conditions with a
+//! deadline, reading a stream, and a TCP proxy that can cut a connection to a real server.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull};
+use futures::StreamExt;
+use learning_progress::messaging::{self, NatsConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// Streams and subjects no other test uses, on the shared NATS server; removed by `cleanup`.
+pub async fn isolated_nats() -> (NatsConfig, jetstream::Context) {
+    let tag = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let config = NatsConfig::isolated(nats_url(), &tag);
+    let client = messaging::connect(&config, "test")
+        .await
+        .expect("NATS reachable");
+    let js = jetstream::new(client);
+    messaging::ensure_streams(&js, &config)
+        .await
+        .expect("streams created");
+    (config, js)
+}
+
+pub async fn delete_streams(js: &jetstream::Context, config: &NatsConfig) {
+    for stream in [
+        &config.commands_stream,
+        &config.events_stream,
+        &config.dlq_stream,
+    ] {
+        let _ = js.delete_stream(stream).await;
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads `count` messages from `stream` (from its start), or panics after `timeout`.
+pub async fn read_stream(
+    js: &jetstream::Context,
+    stream: &str,
+    count: usize,
+    timeout: Duration,
+) -> Vec<jetstream::Message> {
+    let consumer = js
+        .create_consumer_on_stream(pull::Config::default(), stream)
+        .await
+        .expect("ephemeral consumer");
+    let mut messages = consumer.messages().await.expect("message stream");
+    let mut read = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while read.len() < count {
+        match tokio::time::timeout_at(deadline, messages.next()).await {
+            Ok(Some(Ok(message))) => {
+                message.ack().await.ok();
+                read.push(message);
+            }
+            Ok(other) => panic!("stream {stream} ended: {other:?}"),
+            Err(_) => panic!(
+                "read {} of {count} messages from {stream} in time",
+                read.len()
+            ),
+        }
+    }
+    read
+}
+
+/// How many messages `stream` holds now.
+pub async fn stream_len(js: &jetstream::Context, stream: &str) -> u64 {
+    let mut stream = js.get_stream(stream).await.expect("stream exists");
+    stream.info().await.expect("stream info").state.messages
+}
+
+/// A TCP proxy in front of a real server. `cut()` drops every connection and refuses new ones
+/// until `restore()`: the server looks unreachable to whoever connects through the proxy.
+pub struct Proxy {
+    pub port: u16,
+    up: Arc<AtomicBool>,
+    cut: Arc<Notify>,
+}
+
+impl Proxy {
+    pub async fn start(target: &'static str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let cut = Arc::new(Notify::new());
+        let (up_in, cut_in) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up_in.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection closed
+                }
+                let cut = cut_in.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.notified() => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, up, cut }
+    }
+
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cut.notify_waiters();
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
