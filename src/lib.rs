@@ -9,14 +9,24 @@
 //! - [`db`]: PostgreSQL — pool, migrations, tracks and the progress CRUD.
 //! - [`messaging`]: NATS JetStream — streams, subjects, CloudEvents headers, publishing.
 //! - [`config`]: flags and environment, parsed once per component.
+//! - [`workflow`]: Temporal — the `LearningPathWorkflow`, its activities, worker and client.
 //! - [`applier`]: the durable consumer that applies commands and publishes events.
+//! - [`api`]: the read service — HTTP routes, the event-fed snapshot cache, metrics.
+//! - [`auth`]: Supabase access tokens — verification (HS256 secret, JWKS keys) and dev tokens.
+//! - [`simulate`]: drives many learners through real workflows and checks every row.
+//! - [`all`]: worker, applier and API in one process.
 //! - [`shutdown`]: one Ctrl-C/SIGTERM token fanned out to every component.
 //! - [`telemetry`]: tracing setup.
 
+pub mod all;
+pub mod api;
 pub mod applier;
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod messaging;
 pub mod model;
 pub mod shutdown;
+pub mod simulate;
 pub mod telemetry;
+pub mod workflow;

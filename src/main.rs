@@ -3,9 +3,14 @@
 
 use clap::{Parser, Subcommand};
 
+use learning_progress::all::{self, AllConfig};
+use learning_progress::api::{self, ApiConfig};
 use learning_progress::applier::{self, ApplierConfig};
+use learning_progress::auth::{self, AuthConfig};
 use learning_progress::config::{DbConfig, LogFormat};
 use learning_progress::messaging::NatsConfig;
+use learning_progress::simulate::{self, SimulateConfig};
+use learning_progress::workflow::{self, TemporalConfig, cli::Attempt, cli::Learner};
 use learning_progress::{db, shutdown, telemetry};
 
 /// Stores and serves every learner's progress through learning tracks.
@@ -22,6 +27,30 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the worker, the applier and the API in one process (migrates first).
+    All {
+        #[command(flatten)]
+        db: DbConfig,
+        #[command(flatten)]
+        nats: NatsConfig,
+        #[command(flatten)]
+        temporal: TemporalConfig,
+        #[command(flatten)]
+        applier: ApplierConfig,
+        #[command(flatten)]
+        api: ApiConfig,
+        #[command(flatten)]
+        auth: AuthConfig,
+    },
+    /// Drive N learners through real workflows, then check every row against a model.
+    Simulate {
+        #[command(flatten)]
+        db: DbConfig,
+        #[command(flatten)]
+        temporal: TemporalConfig,
+        #[command(flatten)]
+        simulate: SimulateConfig,
+    },
     /// Create the database if needed and apply pending migrations.
     Migrate {
         #[command(flatten)]
@@ -35,6 +64,67 @@ enum Command {
         nats: NatsConfig,
         #[command(flatten)]
         applier: ApplierConfig,
+    },
+    /// Run the Temporal worker: the learning-path workflows and their activities.
+    Worker {
+        #[command(flatten)]
+        db: DbConfig,
+        #[command(flatten)]
+        nats: NatsConfig,
+        #[command(flatten)]
+        temporal: TemporalConfig,
+    },
+    /// Start a learner's workflow on a track (does nothing if it already runs).
+    StartTrack {
+        #[command(flatten)]
+        learner: Learner,
+        #[command(flatten)]
+        db: DbConfig,
+    },
+    /// Complete a unit for a learner; refused if it is not in the track or already done.
+    CompleteUnit {
+        #[command(flatten)]
+        learner: Learner,
+        /// The unit completed.
+        #[arg(long)]
+        unit: uuid::Uuid,
+    },
+    /// Record an assessment attempt for a learner.
+    RecordAssessment {
+        #[command(flatten)]
+        learner: Learner,
+        #[command(flatten)]
+        attempt: Attempt,
+    },
+    /// Print the learner's workflow view of their progress.
+    Progress {
+        #[command(flatten)]
+        learner: Learner,
+    },
+    /// Serve learners' progress over HTTP from a cache kept fresh by progress events.
+    Api {
+        #[command(flatten)]
+        db: DbConfig,
+        #[command(flatten)]
+        nats: NatsConfig,
+        #[command(flatten)]
+        api: ApiConfig,
+        #[command(flatten)]
+        auth: AuthConfig,
+    },
+    /// Mint a development access token with the configured secret and print it.
+    Token {
+        /// The user (`sub`) the token is for.
+        #[arg(long)]
+        user: uuid::Uuid,
+        /// Make it a service-role token, which may read anyone's progress.
+        #[arg(long)]
+        admin: bool,
+        /// How long it is valid: `90s`, `15m`, `1h`, `7d`.
+        #[arg(long, default_value = "1h", value_parser = auth::parse_ttl)]
+        ttl: std::time::Duration,
+        #[command(flatten)]
+        auth: AuthConfig,
     },
     /// Manage the track catalogue.
     Tracks {
@@ -63,9 +153,58 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     match cli.command {
+        Command::All {
+            db,
+            nats,
+            temporal,
+            applier,
+            api,
+            auth,
+        } => {
+            let config = AllConfig {
+                db,
+                nats,
+                temporal,
+                applier,
+                api,
+                auth,
+            };
+            all::run(config, shutdown::on_signal()).await
+        }
+        Command::Simulate {
+            db,
+            temporal,
+            simulate,
+        } => simulate::start(&db, &temporal, &simulate).await,
         Command::Migrate { db } => db::migrate(&db).await,
         Command::Consumer { db, nats, applier } => {
             applier::start(&db, &nats, &applier, shutdown::on_signal()).await
+        }
+        Command::Worker { db, nats, temporal } => {
+            Ok(workflow::serve(&db, nats, &temporal, shutdown::on_signal()).await?)
+        }
+        Command::StartTrack { learner, db } => workflow::cli::start_track(&learner, &db).await,
+        Command::CompleteUnit { learner, unit } => {
+            workflow::cli::complete_unit(&learner, unit).await
+        }
+        Command::RecordAssessment { learner, attempt } => {
+            workflow::cli::record_assessment(&learner, &attempt).await
+        }
+        Command::Progress { learner } => workflow::cli::progress(&learner).await,
+        Command::Api {
+            db,
+            nats,
+            api,
+            auth,
+        } => api::run(&db, &nats, api, &auth, shutdown::on_signal()).await,
+        Command::Token {
+            user,
+            admin,
+            ttl,
+            auth,
+        } => {
+            println!("{}", auth::mint_dev_token(&auth, user, admin, ttl)?);
+            Ok(())
         }
         Command::Tracks {
             command: TracksCommand::Create { title, units, db },

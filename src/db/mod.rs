@@ -2,6 +2,7 @@
 
 pub mod progress;
 pub mod tracks;
+pub mod views;
 
 use std::time::Duration;
 

@@ -1,0 +1,38 @@
+//! The caller of a request, from its `Authorization: Bearer` header.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+use super::{ApiError, ApiState};
+use crate::auth::{AuthError, Principal};
+
+impl FromRequestParts<ApiState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Principal, ApiError> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or(AuthError::Missing)?
+            .to_str()
+            .map_err(|_| AuthError::Malformed)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or(AuthError::Missing)?;
+        Ok(state.verifier().verify(token.trim()).await?)
+    }
+}
+
+/// Learners read their own progress; admins read anyone's.
+pub fn authorize(principal: &Principal, user_id: uuid::Uuid) -> Result<(), ApiError> {
+    if principal.may_read(user_id) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden)
+    }
+}

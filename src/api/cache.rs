@@ -1,0 +1,289 @@
+//! The snapshot cache: one [`ProgressView`] per (user, track), fed by reads and by events.
+//!
+//! Invariant: a key's cached version never goes down. Every write — a loaded row, an event, a
+//! listed row — goes through [`ProgressCache::offer`], a moka `and_compute_with` that keeps the
+//! newer of the cached and the offered snapshot. Computes on one key are serialised by moka, so
+//! a database load that started before an event and finishes after it finds the event's newer
+//! snapshot in place and leaves it there.
+//!
+//! Loads run outside that per-key lock (events never wait for the database) and are coalesced
+//! by a single-flight map: concurrent misses on one key share one query. A learner without
+//! progress is not cached at all, so the first event for them is visible at once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt as _;
+use futures::future::{BoxFuture, Shared};
+use moka::ops::compute::{CompResult, Op};
+use sqlx::PgPool;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use super::Metrics;
+use crate::db::progress::ProgressError;
+use crate::model::{ProgressEvent, ProgressView};
+
+/// A snapshot as served; shared, never mutated.
+pub type Snapshot = Arc<ProgressView>;
+
+/// (user_id, track_id)
+pub type Key = (Uuid, Uuid);
+
+pub type LoadError = Arc<ProgressError>;
+
+type SharedLoad = Shared<BoxFuture<'static, Result<Option<Snapshot>, LoadError>>>;
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Most snapshots kept.
+    pub capacity: u64,
+    /// A snapshot is dropped this long after it was written, in case an event was missed.
+    pub ttl: Duration,
+}
+
+/// Where a miss reads from: the database, or a test's wrapper around it.
+pub trait SnapshotSource: Send + Sync + 'static {
+    fn load(&self, key: Key) -> BoxFuture<'static, Result<Option<ProgressView>, ProgressError>>;
+}
+
+/// Reads snapshots from PostgreSQL, one counted query per load.
+pub struct PgSource {
+    pool: PgPool,
+    metrics: Metrics,
+}
+
+impl PgSource {
+    pub fn new(pool: PgPool, metrics: &Metrics) -> PgSource {
+        PgSource {
+            pool,
+            metrics: metrics.clone(),
+        }
+    }
+}
+
+impl SnapshotSource for PgSource {
+    fn load(
+        &self,
+        (user_id, track_id): Key,
+    ) -> BoxFuture<'static, Result<Option<ProgressView>, ProgressError>> {
+        self.metrics
+            .db_queries
+            .with_label_values(&["progress"])
+            .inc();
+        let pool = self.pool.clone();
+        async move { crate::db::views::get_progress_view(&pool, user_id, track_id).await }.boxed()
+    }
+}
+
+#[derive(Clone)]
+pub struct ProgressCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    entries: moka::future::Cache<Key, Snapshot>,
+    source: Arc<dyn SnapshotSource>,
+    loads: Mutex<HashMap<Key, SharedLoad>>,
+    /// Bumped by [`ProgressCache::clear`]; a load that began before a clear must not refill
+    /// the cache with what it read before the events it may have missed.
+    generation: AtomicU64,
+    /// Every snapshot that became the cached one, for `min_version` waits and live streams.
+    changes: broadcast::Sender<Snapshot>,
+    metrics: Metrics,
+}
+
+/// How many changes a slow stream may fall behind before it re-reads the cache instead.
+const CHANGES_BUFFER: usize = 1024;
+
+impl ProgressCache {
+    pub fn new(
+        config: &CacheConfig,
+        source: Arc<dyn SnapshotSource>,
+        metrics: &Metrics,
+    ) -> ProgressCache {
+        let entries = moka::future::Cache::builder()
+            .max_capacity(config.capacity)
+            .time_to_live(config.ttl)
+            .build();
+        ProgressCache {
+            inner: Arc::new(Inner {
+                entries,
+                source,
+                loads: Mutex::default(),
+                generation: AtomicU64::new(0),
+                changes: broadcast::channel(CHANGES_BUFFER).0,
+                metrics: metrics.clone(),
+            }),
+        }
+    }
+
+    /// The snapshot for `key`, loading it on a miss; `None` when the learner has none.
+    pub async fn get(&self, key: Key) -> Result<Option<Snapshot>, LoadError> {
+        let inner = &self.inner;
+        loop {
+            if let Some(snapshot) = inner.entries.get(&key).await {
+                inner.metrics.cache_hits.inc();
+                return Ok(Some(snapshot));
+            }
+            let load = {
+                let mut loads = inner.loads.lock().expect("loads lock poisoned");
+                // a load may have finished between the lookup above and taking the lock
+                if inner.entries.contains_key(&key) {
+                    continue;
+                }
+                loads
+                    .entry(key)
+                    .or_insert_with(|| self.start_load(key))
+                    .clone()
+            };
+            inner.metrics.cache_misses.inc();
+            return load.await;
+        }
+    }
+
+    /// The cached snapshot, without loading.
+    pub async fn peek(&self, key: Key) -> Option<Snapshot> {
+        self.inner.entries.get(&key).await
+    }
+
+    /// Caches `snapshot` unless the cached one is at least as new; returns the one that is
+    /// cached afterwards (the newer of the two).
+    pub async fn offer(&self, snapshot: Snapshot) -> Snapshot {
+        let key = key_of(&snapshot);
+        let offered = snapshot.clone();
+        let result = self
+            .inner
+            .entries
+            .entry(key)
+            .and_compute_with(|current| {
+                let op = match current {
+                    Some(current)
+                        if current.value().progress.version >= offered.progress.version =>
+                    {
+                        Op::Nop
+                    }
+                    _ => Op::Put(offered),
+                };
+                std::future::ready(op)
+            })
+            .await;
+        match result {
+            CompResult::Inserted(entry) | CompResult::ReplacedWith(entry) => {
+                let cached = entry.into_value();
+                // nobody listening is fine
+                let _ = self.inner.changes.send(cached.clone());
+                cached
+            }
+            CompResult::Unchanged(entry) => entry.into_value(),
+            CompResult::StillNone(_) | CompResult::Removed(_) => snapshot,
+        }
+    }
+
+    /// Applies an event's snapshot if it is newer than the cached one; returns whether it was.
+    pub async fn apply(&self, event: &ProgressEvent) -> bool {
+        let offered = Arc::new(event.progress.clone());
+        let cached = self.offer(offered.clone()).await;
+        let applied = Arc::ptr_eq(&cached, &offered);
+        let outcome = if applied { "applied" } else { "stale" };
+        self.inner
+            .metrics
+            .cache_events
+            .with_label_values(&[outcome])
+            .inc();
+        applied
+    }
+
+    /// Forgets every snapshot, after events may have been missed (a NATS reconnect).
+    pub fn clear(&self) {
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
+        self.inner.entries.invalidate_all();
+    }
+
+    /// Snapshots as they become the cached ones, from now on.
+    pub fn changes(&self) -> broadcast::Receiver<Snapshot> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Approximate: moka counts lazily.
+    pub fn entry_count(&self) -> u64 {
+        self.inner.entries.entry_count()
+    }
+
+    /// Waits until `key` reaches `min_version` or `wait` elapses. Returns the newest snapshot
+    /// seen and whether it reached `min_version`.
+    pub async fn wait_for(
+        &self,
+        key: Key,
+        min_version: i64,
+        wait: Duration,
+    ) -> Result<(Option<Snapshot>, bool), LoadError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        // subscribe before reading, so a change between the two is not lost
+        let mut changes = self.changes();
+        let mut current = self.get(key).await?;
+        let reached = |s: &Option<Snapshot>| {
+            s.as_ref()
+                .is_some_and(|s| s.progress.version >= min_version)
+        };
+        while !reached(&current) {
+            let seen = match tokio::time::timeout_at(deadline, changes.recv()).await {
+                Err(_elapsed) => break,
+                Ok(Ok(snapshot)) if key_of(&snapshot) == key => Some(snapshot),
+                Ok(Ok(_)) => continue,
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => self.peek(key).await,
+                Ok(Err(broadcast::error::RecvError::Closed)) => break,
+            };
+            current = newer(current, seen);
+        }
+        let caught_up = reached(&current);
+        Ok((current, caught_up))
+    }
+
+    fn start_load(&self, key: Key) -> SharedLoad {
+        let inner = self.inner.clone();
+        let generation = inner.generation.load(Ordering::SeqCst);
+        let cache = self.clone();
+        // A task, not a future polled by the first caller: a caller that goes away must not
+        // cancel the load the others are waiting for.
+        let task = tokio::spawn(async move {
+            let result = match inner.source.load(key).await {
+                Ok(Some(view)) if inner.generation.load(Ordering::SeqCst) == generation => {
+                    Ok(Some(cache.offer(Arc::new(view)).await))
+                }
+                Ok(Some(view)) => Ok(Some(Arc::new(view))),
+                // an event may have created the learner's progress while the query ran
+                Ok(None) => Ok(inner.entries.get(&key).await),
+                Err(error) => Err(Arc::new(error)),
+            };
+            // after caching, so a new miss either finds the snapshot or joins this load
+            inner
+                .loads
+                .lock()
+                .expect("loads lock poisoned")
+                .remove(&key);
+            result
+        });
+        async move { task.await.expect("snapshot loads do not panic") }
+            .boxed()
+            .shared()
+    }
+}
+
+fn key_of(snapshot: &ProgressView) -> Key {
+    (snapshot.progress.user_id, snapshot.progress.track_id)
+}
+
+/// The newer of two snapshots of one key.
+fn newer(a: Option<Snapshot>, b: Option<Snapshot>) -> Option<Snapshot> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.progress.version > a.progress.version {
+            b
+        } else {
+            a
+        }),
+        (a, b) => a.or(b),
+    }
+}

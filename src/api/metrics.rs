@@ -1,0 +1,133 @@
+//! Prometheus metrics, one registry per [`super::ApiState`] so several APIs in one process
+//! (tests) never share counters.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+use super::ApiState;
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// By matched route, method and status.
+    pub requests: IntCounterVec,
+    /// By matched route.
+    pub latency: HistogramVec,
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    pub cache_entries: IntGauge,
+    /// Events received, by outcome: `applied`, `stale` (not newer than the cache), `malformed`.
+    pub cache_events: IntCounterVec,
+    /// Database queries, by query: `progress`, `progress_list`, `ping`.
+    pub db_queries: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests answered"),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "Time to answer a request")
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ]),
+            &["route"],
+        )
+        .expect("valid metric");
+        let cache_hits =
+            IntCounter::new("progress_cache_hits_total", "Reads answered from the cache")
+                .expect("valid metric");
+        let cache_misses = IntCounter::new(
+            "progress_cache_misses_total",
+            "Reads that needed the database",
+        )
+        .expect("valid metric");
+        let cache_entries = IntGauge::new("progress_cache_entries", "Snapshots in the cache")
+            .expect("valid metric");
+        let cache_events = IntCounterVec::new(
+            Opts::new(
+                "progress_cache_events_total",
+                "Progress events received, by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let db_queries = IntCounterVec::new(
+            Opts::new("db_queries_total", "Database queries made by the API"),
+            &["query"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(cache_hits.clone()),
+            Box::new(cache_misses.clone()),
+            Box::new(cache_entries.clone()),
+            Box::new(cache_events.clone()),
+            Box::new(db_queries.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            cache_hits,
+            cache_misses,
+            cache_entries,
+            cache_events,
+            db_queries,
+        }
+    }
+
+    /// Every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .expect("metrics encode as text")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+/// Counts and times every request by its route template (never the raw path: it holds ids).
+pub async fn track_request(
+    State(state): State<ApiState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let metrics = state.metrics();
+    metrics
+        .requests
+        .with_label_values(&[route.as_str(), method.as_str(), response.status().as_str()])
+        .inc();
+    metrics
+        .latency
+        .with_label_values(&[route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}

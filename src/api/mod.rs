@@ -1,0 +1,163 @@
+//! The read service: learners' progress over HTTP, answered from a cache kept fresh by events.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `API_ADDR` | `127.0.0.1:8080` | where to listen |
+//! | `API_CACHE_CAPACITY` | 100000 | snapshots kept per replica |
+//! | `API_CACHE_TTL_SECS` | 300 | safety net: a snapshot is reloaded at least this often |
+//! | `API_MIN_VERSION_WAIT_MS` | 2000 | longest wait for `?min_version=` before answering behind |
+//! | `API_REQUEST_TIMEOUT_SECS` | 10 | longest time to produce a response |
+//!
+//! plus the database, NATS ([`crate::messaging::NatsConfig`]) and auth ([`crate::auth`]) settings.
+//!
+//! - [`progress`]: the progress routes (one snapshot, every track, a live stream).
+//! - [`ops`]: health, readiness, metrics and the OpenAPI document.
+//! - [`cache`]: the snapshot cache; [`feed`]: the events that keep it fresh.
+
+mod auth;
+pub mod cache;
+mod error;
+pub mod feed;
+pub mod metrics;
+mod ops;
+mod progress;
+mod state;
+
+pub use cache::{CacheConfig, PgSource, ProgressCache, Snapshot, SnapshotSource};
+pub use error::ApiError;
+pub use metrics::Metrics;
+pub use state::{ApiState, StartError};
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::StatusCode;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{AuthConfig, Verifier};
+use crate::config::DbConfig;
+use crate::messaging::NatsConfig;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiConfig {
+    /// Address the API listens on.
+    #[arg(long = "api-addr", env = "API_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Snapshots kept in this replica's cache; bounds its memory.
+    #[arg(long, env = "API_CACHE_CAPACITY", default_value_t = 100_000)]
+    pub cache_capacity: u64,
+
+    /// Safety net behind the events: a cached snapshot is reloaded at least this often.
+    #[arg(long, env = "API_CACHE_TTL_SECS", default_value_t = 300)]
+    pub cache_ttl_secs: u64,
+
+    /// Longest wait for `?min_version=` before answering with what this replica has.
+    #[arg(long, env = "API_MIN_VERSION_WAIT_MS", default_value_t = 2000)]
+    pub min_version_wait_ms: u64,
+
+    /// Longest time to produce a response (streams only need their first bytes in time);
+    /// keep it above the `min_version` wait.
+    #[arg(long, env = "API_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
+    pub request_timeout_secs: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> ApiConfig {
+        ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            cache_capacity: 100_000,
+            cache_ttl_secs: 300,
+            min_version_wait_ms: 2000,
+            request_timeout_secs: 10,
+        }
+    }
+}
+
+impl ApiConfig {
+    pub fn cache(&self) -> CacheConfig {
+        CacheConfig {
+            capacity: self.cache_capacity,
+            ttl: Duration::from_secs(self.cache_ttl_secs),
+        }
+    }
+
+    pub fn min_version_wait(&self) -> Duration {
+        Duration::from_millis(self.min_version_wait_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+/// Every route, with tracing, metrics and the request timeout.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .merge(progress::router())
+        .merge(ops::router())
+        .fallback(|| async { ApiError::NoRoute })
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            state.config().request_timeout(),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track_request,
+        ))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                // the route template, not the path: paths carry user ids
+                let route = request
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map_or("unmatched", MatchedPath::as_str);
+                tracing::info_span!("request", method = %request.method(), route)
+            }),
+        )
+        .with_state(state)
+}
+
+/// Serves until `shutdown` fires, then lets in-flight requests finish. Event streams end on
+/// the state's own shutdown token; pass the same one.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// The `api` subcommand: verifier, pool, event feed and server; returns after `shutdown`.
+pub async fn run(
+    db: &DbConfig,
+    nats: &NatsConfig,
+    api: ApiConfig,
+    auth: &AuthConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let verifier = Verifier::from_config(auth)
+        .await
+        .context("configuring token verification")?;
+    let pool = crate::db::pool(db).context("configuring the database pool")?;
+    let listener = TcpListener::bind(api.listen)
+        .await
+        .with_context(|| format!("binding {}", api.listen))?;
+    let state = ApiState::start(pool, nats, verifier, api, shutdown.clone())
+        .await
+        .context("starting the event feed")?;
+    tracing::info!(addr = %listener.local_addr()?, database = %db.redacted_url(), "API listening");
+    serve(listener, state, shutdown)
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("API stopped");
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! `/api/v1/users/{user_id}/…`: one snapshot, every track of a learner, and a live stream.
+
+use std::convert::Infallible;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::Stream;
+use serde::Deserialize;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::auth::authorize;
+use super::cache::Key;
+use super::{ApiError, ApiState, ProgressCache, Snapshot};
+use crate::auth::Principal;
+
+/// Set when `min_version` was not reached in time: the body is this replica's newest.
+pub const BEHIND_HEADER: &str = "x-progress-behind";
+
+pub fn router() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/users/{user_id}/progress", get(list))
+        .route(
+            "/api/v1/users/{user_id}/tracks/{track_id}/progress",
+            get(show),
+        )
+        .route(
+            "/api/v1/users/{user_id}/tracks/{track_id}/progress/stream",
+            get(stream),
+        )
+}
+
+#[derive(Debug, Deserialize)]
+struct ReadOptions {
+    /// Read-your-writes: wait (bounded) until this replica has at least this version.
+    min_version: Option<i64>,
+}
+
+async fn show(
+    State(state): State<ApiState>,
+    principal: Principal,
+    path: Result<Path<(Uuid, Uuid)>, PathRejection>,
+    query: Result<Query<ReadOptions>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path((user_id, track_id)) = path?;
+    authorize(&principal, user_id)?;
+    let Query(options) = query?;
+    let key = (user_id, track_id);
+    let (snapshot, caught_up) = match options.min_version {
+        Some(min_version) => {
+            let wait = state.config().min_version_wait();
+            state.cache().wait_for(key, min_version, wait).await
+        }
+        None => state.cache().get(key).await.map(|s| (s, true)),
+    }
+    .map_err(ApiError::internal)?;
+    let snapshot = snapshot.ok_or(ApiError::NotFound)?;
+
+    let etag = format!("\"{}\"", snapshot.progress.version);
+    let mut response = if matches_etag(&headers, &etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        Json(&*snapshot).into_response()
+    };
+    let response_headers = response.headers_mut();
+    response_headers.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).expect("a quoted number is a valid header"),
+    );
+    // personal data: browsers may keep it, shared caches may not, and both must revalidate
+    response_headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    if !caught_up {
+        response_headers.insert(BEHIND_HEADER, HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+}
+
+#[derive(serde::Serialize)]
+struct ProgressList {
+    progress: Vec<Snapshot>,
+}
+
+async fn list(
+    State(state): State<ApiState>,
+    principal: Principal,
+    path: Result<Path<Uuid>, PathRejection>,
+) -> Result<Json<ProgressList>, ApiError> {
+    let Path(user_id) = path?;
+    authorize(&principal, user_id)?;
+    state
+        .metrics()
+        .db_queries
+        .with_label_values(&["progress_list"])
+        .inc();
+    let views = crate::db::views::list_progress_views(state.pool(), user_id)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut progress = Vec::with_capacity(views.len());
+    // through the cache, so this answer is never older than a snapshot served before
+    for view in views {
+        progress.push(state.cache().offer(view.into()).await);
+    }
+    Ok(Json(ProgressList { progress }))
+}
+
+async fn stream(
+    State(state): State<ApiState>,
+    principal: Principal,
+    path: Result<Path<(Uuid, Uuid)>, PathRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let Path((user_id, track_id)) = path?;
+    authorize(&principal, user_id)?;
+    let key = (user_id, track_id);
+    // subscribe before reading, so a change between the two is not lost
+    let changes = state.cache().changes();
+    let current = state.cache().get(key).await.map_err(ApiError::internal)?;
+    let follow = Follow {
+        cache: state.cache().clone(),
+        key,
+        pending: current,
+        sent: 0,
+        changes,
+        shutdown: state.shutdown().clone(),
+    };
+    let events = futures::stream::unfold(follow, Follow::next);
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// One live stream: the newest snapshot of one key, each sent once, in version order.
+struct Follow {
+    cache: ProgressCache,
+    key: Key,
+    pending: Option<Snapshot>,
+    sent: i64,
+    changes: broadcast::Receiver<Snapshot>,
+    shutdown: CancellationToken,
+}
+
+impl Follow {
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, Follow)> {
+        loop {
+            if let Some(snapshot) = self.pending.take()
+                && snapshot.progress.version > self.sent
+            {
+                self.sent = snapshot.progress.version;
+                let event = Event::default()
+                    .event("progress")
+                    .id(snapshot.progress.version.to_string())
+                    .json_data(&*snapshot)
+                    .expect("snapshots serialize");
+                return Some((Ok(event), self));
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                change = self.changes.recv() => match change {
+                    Ok(snapshot) => {
+                        let p = &snapshot.progress;
+                        if (p.user_id, p.track_id) == self.key {
+                            self.pending = Some(snapshot);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.pending = self.cache.peek(self.key).await;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+            }
+        }
+    }
+}

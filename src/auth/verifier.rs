@@ -1,0 +1,182 @@
+//! Verifies a bearer token and says who it is for.
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use uuid::Uuid;
+
+use super::jwks::{Jwks, JwksError};
+use super::{AuthConfig, DEV_JWT_SECRET};
+
+/// The caller, as proven by a valid token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: Uuid,
+    /// Service role, or the configured admin claim: may read anyone's progress.
+    pub admin: bool,
+}
+
+impl Principal {
+    pub fn may_read(&self, user_id: Uuid) -> bool {
+        self.admin || self.user_id == user_id
+    }
+}
+
+/// Why a token was refused. Shown to the caller, so it names the rule, never key material.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("malformed token")]
+    Malformed,
+    #[error("token algorithm not accepted")]
+    Algorithm,
+    #[error("unknown signing key")]
+    UnknownKey,
+    #[error("invalid token: {}", describe(.0))]
+    Rejected(#[source] jsonwebtoken::errors::Error),
+    #[error("token subject is not a user id")]
+    Subject,
+}
+
+fn describe(error: &jsonwebtoken::errors::Error) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => "expired",
+        ErrorKind::ImmatureSignature => "not valid yet",
+        ErrorKind::InvalidAudience => "wrong audience",
+        ErrorKind::InvalidIssuer => "wrong issuer",
+        ErrorKind::MissingRequiredClaim(_) => "missing a required claim",
+        ErrorKind::InvalidSignature => "bad signature",
+        ErrorKind::InvalidAlgorithm => "algorithm does not match the key",
+        _ => "malformed",
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierError {
+    #[error(
+        "no token key configured: set SUPABASE_JWT_SECRET and/or SUPABASE_JWKS \
+         (or LEARNING_PROGRESS_DEV=1 for the development secret)"
+    )]
+    NoKeySource,
+    #[error("ADMIN_CLAIM must look like `path.to.claim=value`, got {0:?}")]
+    AdminClaim(String),
+    #[error(transparent)]
+    Jwks(#[from] JwksError),
+}
+
+/// Checks signature, `exp`, `nbf`, `aud` and (when configured) `iss`, then reads `sub`.
+pub struct Verifier {
+    hmac: Option<DecodingKey>,
+    jwks: Option<Jwks>,
+    audience: String,
+    issuer: Option<String>,
+    admin_claim: Option<(Vec<String>, String)>,
+}
+
+impl Verifier {
+    pub async fn from_config(config: &AuthConfig) -> Result<Verifier, VerifierError> {
+        if config.jwt_secret.is_none() && config.dev {
+            tracing::warn!(
+                "development mode: accepting tokens signed with the public development secret"
+            );
+        }
+        let hmac = config
+            .hmac_secret()
+            .map(|secret| DecodingKey::from_secret(secret.as_bytes()));
+        let jwks = match &config.jwks {
+            Some(location) => Some(Jwks::load(location, config.jwks_refetch_interval()).await?),
+            None => None,
+        };
+        if hmac.is_none() && jwks.is_none() {
+            return Err(VerifierError::NoKeySource);
+        }
+        let admin_claim = config
+            .admin_claim
+            .as_deref()
+            .map(|claim| match claim.split_once('=') {
+                Some((path, value)) if !path.is_empty() => Ok((
+                    path.split('.').map(str::to_owned).collect(),
+                    value.to_owned(),
+                )),
+                _ => Err(VerifierError::AdminClaim(claim.to_owned())),
+            })
+            .transpose()?;
+        Ok(Verifier {
+            hmac,
+            jwks,
+            audience: config.jwt_audience.clone(),
+            issuer: config.jwt_issuer.clone(),
+            admin_claim,
+        })
+    }
+
+    /// A verifier that accepts only the development secret, for tests and `--dev`.
+    pub async fn development() -> Verifier {
+        let mut config = AuthConfig::with_secret(DEV_JWT_SECRET);
+        config.dev = true;
+        Verifier::from_config(&config)
+            .await
+            .expect("a secret alone is a valid configuration")
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        // The key decides the algorithm, never the header: HS256 only with the shared secret,
+        // ES256/RS256 only with a JWKS key bound to exactly that algorithm.
+        let jwks_key;
+        let key = match header.alg {
+            Algorithm::HS256 => self.hmac.as_ref().ok_or(AuthError::Algorithm)?,
+            Algorithm::ES256 | Algorithm::RS256 => {
+                let jwks = self.jwks.as_ref().ok_or(AuthError::Algorithm)?;
+                let kid = header.kid.as_deref().ok_or(AuthError::UnknownKey)?;
+                jwks_key = jwks.key(kid).await.ok_or(AuthError::UnknownKey)?;
+                if jwks_key.alg != header.alg {
+                    return Err(AuthError::Algorithm);
+                }
+                &jwks_key.key
+            }
+            _ => return Err(AuthError::Algorithm),
+        };
+        let claims =
+            jsonwebtoken::decode::<serde_json::Value>(token, key, &self.validation(header.alg))
+                .map_err(AuthError::Rejected)?
+                .claims;
+        let user_id = claims
+            .get("sub")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|sub| Uuid::parse_str(sub).ok())
+            .ok_or(AuthError::Subject)?;
+        Ok(Principal {
+            user_id,
+            admin: self.is_admin(&claims),
+        })
+    }
+
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut validation = Validation::new(alg);
+        // tolerate small clock differences between Supabase and this host, no more
+        validation.leeway = 30;
+        validation.validate_nbf = true;
+        validation.set_audience(&[&self.audience]);
+        let mut required = vec!["exp", "sub", "aud"];
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
+        validation
+    }
+
+    fn is_admin(&self, claims: &serde_json::Value) -> bool {
+        if claims.get("role").and_then(serde_json::Value::as_str) == Some("service_role") {
+            return true;
+        }
+        let Some((path, expected)) = &self.admin_claim else {
+            return false;
+        };
+        path.iter()
+            .try_fold(claims, |value, key| value.get(key))
+            .and_then(serde_json::Value::as_str)
+            == Some(expected.as_str())
+    }
+}

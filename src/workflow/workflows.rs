@@ -1,0 +1,647 @@
+//! `LearningPathWorkflow`: one per (learner, track). It turns signals and updates into
+//! [`ProgressCommand`]s with a gapless `seq`, publishes them one at a time through the
+//! `update_user_progress` activity, and reconciles the projection before it ends.
+//!
+//! Deterministic by construction: no I/O, clocks or randomness except through the SDK.
+//! Signal and update handlers only enqueue; the run loop is the single writer of `seq`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use temporalio_sdk::workflows::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ApplicationFailure, ContinueAsNewOptions, SyncWorkflowContext, WorkflowContext,
+    WorkflowContextView, WorkflowResult,
+};
+use uuid::Uuid;
+
+use super::activities::{
+    ProgressActivities, ReconcileRequest, ResumePoint, ResumeRequest, publish_options,
+    reconcile_options,
+};
+use crate::model::{Action, ProgressCommand};
+
+/// Namespace of the UUIDv5 command ids; changing it would re-identify every future command.
+pub const COMMAND_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5b0e_7f3c_2d4a_4c61_9e8f_61a2_b3c4_d5e6);
+
+/// Keeps each run's history far below Temporal's limits; the state carries over.
+const COMMANDS_PER_RUN: u32 = 500;
+
+/// Reconcile waits double between rounds up to this, so a long applier outage is outlasted
+/// without hammering it, and a re-publish eventually falls outside JetStream's duplicate window.
+const MAX_RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The deterministic id of the command `seq` of a workflow.
+pub fn command_id(workflow_id: &str, seq: i64) -> Uuid {
+    Uuid::new_v5(
+        &COMMAND_ID_NAMESPACE,
+        format!("{workflow_id}/{seq}").as_bytes(),
+    )
+}
+
+/// Start input: `{"user_id","track_id","unit_ids":[..]}`; every other field is optional so
+/// other SDKs may omit them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LearningPathInput {
+    pub user_id: Uuid,
+    pub track_id: Uuid,
+    /// The track's units in order.
+    pub unit_ids: Vec<Uuid>,
+    /// Reconcile after this long without new signals, while something is unconfirmed.
+    #[serde(default = "default_quiet_period_ms")]
+    pub quiet_period_ms: u64,
+    /// How many times the final reconcile re-publishes what is missing before giving up.
+    #[serde(default = "default_reconcile_rounds")]
+    pub reconcile_rounds: u32,
+    /// The first wait between reconcile rounds; it doubles up to a minute.
+    #[serde(default = "default_reconcile_interval_ms")]
+    pub reconcile_interval_ms: u64,
+    /// Set only by continue-as-new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carry: Option<Carry>,
+}
+
+fn default_quiet_period_ms() -> u64 {
+    60_000
+}
+
+fn default_reconcile_rounds() -> u32 {
+    10
+}
+
+fn default_reconcile_interval_ms() -> u64 {
+    2_000
+}
+
+impl LearningPathInput {
+    pub fn new(user_id: Uuid, track_id: Uuid, unit_ids: Vec<Uuid>) -> LearningPathInput {
+        LearningPathInput {
+            user_id,
+            track_id,
+            unit_ids,
+            quiet_period_ms: default_quiet_period_ms(),
+            reconcile_rounds: default_reconcile_rounds(),
+            reconcile_interval_ms: default_reconcile_interval_ms(),
+            carry: None,
+        }
+    }
+}
+
+/// The state a run hands to the next one on continue-as-new.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Carry {
+    pub seq: i64,
+    pub completed_unit_ids: BTreeSet<Uuid>,
+    pub attempt_ids: BTreeSet<Uuid>,
+    pub track_completed: bool,
+    /// Published but not yet seen in the projection: kept so reconcile can rebuild them.
+    pub unconfirmed: Vec<ProgressCommand>,
+    pub inbox: Vec<Inbound>,
+}
+
+/// Signal `unit_completed` and update `complete_unit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitCompleted {
+    pub unit_id: Uuid,
+}
+
+/// Signal `assessment_recorded` and update `record_assessment`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssessmentRecorded {
+    pub unit_id: Uuid,
+    pub attempt_id: Uuid,
+    pub score: f64,
+    pub max_score: f64,
+    pub passed: bool,
+}
+
+/// A signal or update accepted by a handler, waiting for the run loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Inbound {
+    UnitCompleted {
+        unit_id: Uuid,
+        at: DateTime<Utc>,
+    },
+    AssessmentRecorded {
+        #[serde(flatten)]
+        assessment: AssessmentRecorded,
+        at: DateTime<Utc>,
+    },
+}
+
+impl Inbound {
+    fn at(&self) -> DateTime<Utc> {
+        match self {
+            Inbound::UnitCompleted { at, .. } | Inbound::AssessmentRecorded { at, .. } => *at,
+        }
+    }
+}
+
+/// Query `progress`: the workflow's view, which may be ahead of the projection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PathView {
+    pub user_id: Uuid,
+    pub track_id: Uuid,
+    pub unit_ids: Vec<Uuid>,
+    /// In track order.
+    pub completed_unit_ids: Vec<Uuid>,
+    pub current_unit_id: Option<Uuid>,
+    /// The highest `seq` published so far.
+    pub seq: i64,
+    /// Signals and updates accepted but not yet published.
+    pub pending: usize,
+    pub track_completed: bool,
+}
+
+/// The workflow's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PathOutcome {
+    pub user_id: Uuid,
+    pub track_id: Uuid,
+    pub seq: i64,
+    pub completed_unit_ids: Vec<Uuid>,
+    /// Seqs the projection still lacked when reconcile gave up; empty when all is applied.
+    pub unreconciled_seqs: Vec<i64>,
+}
+
+#[workflow]
+pub struct LearningPathWorkflow {
+    input: LearningPathInput,
+    /// Resumed from the projection and `track_started` published.
+    started: bool,
+    seq: i64,
+    completed: BTreeSet<Uuid>,
+    attempts: BTreeSet<Uuid>,
+    track_completed: bool,
+    unconfirmed: BTreeMap<i64, ProgressCommand>,
+    inbox: VecDeque<Inbound>,
+    /// Something was published since the last reconcile.
+    dirty: bool,
+    published_this_run: u32,
+}
+
+#[workflow_methods]
+impl LearningPathWorkflow {
+    #[init]
+    pub fn new(_ctx: &WorkflowContextView, mut input: LearningPathInput) -> Self {
+        let carry = input.carry.take();
+        let mut workflow = LearningPathWorkflow {
+            input,
+            started: false,
+            seq: 0,
+            completed: BTreeSet::new(),
+            attempts: BTreeSet::new(),
+            track_completed: false,
+            unconfirmed: BTreeMap::new(),
+            inbox: VecDeque::new(),
+            dirty: false,
+            published_this_run: 0,
+        };
+        if let Some(carry) = carry {
+            workflow.started = true;
+            workflow.seq = carry.seq;
+            workflow.completed = carry.completed_unit_ids;
+            workflow.attempts = carry.attempt_ids;
+            workflow.track_completed = carry.track_completed;
+            workflow.dirty = !carry.unconfirmed.is_empty();
+            workflow.unconfirmed = carry.unconfirmed.into_iter().map(|c| (c.seq, c)).collect();
+            workflow.inbox = carry.inbox.into();
+        }
+        workflow
+    }
+
+    #[run(name = "LearningPathWorkflow")]
+    pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<PathOutcome> {
+        if !ctx.state(|s| s.started) {
+            start(ctx).await?;
+        }
+        loop {
+            while let Some(inbound) = ctx.state_mut(|s| s.inbox.pop_front()) {
+                match ctx.state(|s| s.plan(&inbound)) {
+                    Ok(actions) => {
+                        for action in actions {
+                            publish(ctx, action, inbound.at()).await?;
+                        }
+                    }
+                    Err(reason) if !ctx.is_replaying() => {
+                        tracing::warn!(workflow.id = ctx.workflow_id(), %reason, "ignored a signal");
+                    }
+                    Err(_) => {}
+                }
+            }
+
+            if ctx.state(|s| s.track_completed) {
+                let rounds = ctx.state(|s| s.input.reconcile_rounds);
+                let unreconciled_seqs = reconcile(ctx, rounds).await?;
+                let handlers = ctx.clone();
+                ctx.wait_condition(move |_| handlers.all_handlers_finished())
+                    .await?;
+                return Ok(ctx.state(|s| PathOutcome {
+                    user_id: s.input.user_id,
+                    track_id: s.input.track_id,
+                    seq: s.seq,
+                    completed_unit_ids: s.view().completed_unit_ids,
+                    unreconciled_seqs,
+                }));
+            }
+
+            if ctx.state(|s| s.published_this_run >= COMMANDS_PER_RUN)
+                || ctx.continue_as_new_suggested()
+            {
+                // one check without re-publishing, only to carry fewer commands over
+                reconcile(ctx, 0).await?;
+                let handlers = ctx.clone();
+                ctx.wait_condition(move |_| handlers.all_handlers_finished())
+                    .await?;
+                let next = ctx.state(|s| s.carry_over());
+                ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
+            }
+
+            if ctx.state(|s| s.dirty) {
+                let quiet = Duration::from_millis(ctx.state(|s| s.input.quiet_period_ms));
+                let quiet_elapsed = temporalio_sdk::workflows::select! {
+                    _ = ctx.timer(quiet) => true,
+                    r = ctx.wait_condition(|s: &Self| !s.inbox.is_empty()) => { r?; false }
+                };
+                if quiet_elapsed {
+                    reconcile(ctx, 1).await?;
+                    ctx.state_mut(|s| s.dirty = false);
+                }
+            } else {
+                ctx.wait_condition(|s: &Self| !s.inbox.is_empty()).await?;
+            }
+        }
+    }
+
+    /// Signals cannot be refused: an invalid one is logged and ignored by the run loop.
+    #[signal(name = "unit_completed")]
+    pub fn unit_completed(&mut self, ctx: &mut SyncWorkflowContext<Self>, input: UnitCompleted) {
+        self.enqueue(ctx.workflow_time(), |at| Inbound::UnitCompleted {
+            unit_id: input.unit_id,
+            at,
+        });
+    }
+
+    #[signal(name = "assessment_recorded")]
+    pub fn assessment_recorded(
+        &mut self,
+        ctx: &mut SyncWorkflowContext<Self>,
+        input: AssessmentRecorded,
+    ) {
+        self.enqueue(ctx.workflow_time(), |at| Inbound::AssessmentRecorded {
+            assessment: input,
+            at,
+        });
+    }
+
+    #[query(name = "progress")]
+    pub fn progress(&self, _ctx: &WorkflowContextView) -> PathView {
+        self.view()
+    }
+
+    #[update_validator(complete_unit)]
+    fn validate_complete_unit(
+        &self,
+        _ctx: &WorkflowContextView,
+        input: &UnitCompleted,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let queued = self.inbox.iter().any(
+            |i| matches!(i, Inbound::UnitCompleted { unit_id, .. } if *unit_id == input.unit_id),
+        );
+        if queued {
+            return Err(format!("unit {} is already completed", input.unit_id).into());
+        }
+        self.check_unit_completed(input.unit_id)?;
+        Ok(())
+    }
+
+    /// Like the signal, but a bad request is refused before it enters the history.
+    #[update(name = "complete_unit")]
+    pub fn complete_unit(
+        &mut self,
+        ctx: &mut SyncWorkflowContext<Self>,
+        input: UnitCompleted,
+    ) -> PathView {
+        self.enqueue(ctx.workflow_time(), |at| Inbound::UnitCompleted {
+            unit_id: input.unit_id,
+            at,
+        });
+        self.view()
+    }
+
+    #[update_validator(record_assessment)]
+    fn validate_record_assessment(
+        &self,
+        _ctx: &WorkflowContextView,
+        input: &AssessmentRecorded,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let queued = self.inbox.iter().any(|i| {
+            matches!(i, Inbound::AssessmentRecorded { assessment, .. }
+                if assessment.attempt_id == input.attempt_id)
+        });
+        if queued {
+            return Err(format!("attempt {} is already recorded", input.attempt_id).into());
+        }
+        self.check_assessment(input)?;
+        Ok(())
+    }
+
+    #[update(name = "record_assessment")]
+    pub fn record_assessment(
+        &mut self,
+        ctx: &mut SyncWorkflowContext<Self>,
+        input: AssessmentRecorded,
+    ) -> PathView {
+        self.enqueue(ctx.workflow_time(), |at| Inbound::AssessmentRecorded {
+            assessment: input,
+            at,
+        });
+        self.view()
+    }
+}
+
+/// Resumes where the projection left off (a previous run of this id may have published),
+/// then announces the track.
+async fn start(ctx: &mut WorkflowContext<LearningPathWorkflow>) -> WorkflowResult<()> {
+    let request = ctx.state(|s| ResumeRequest {
+        user_id: s.input.user_id,
+        track_id: s.input.track_id,
+    });
+    let resumed: ResumePoint = ctx
+        .execute_activity(
+            ProgressActivities::resume_progress,
+            request,
+            reconcile_options(),
+        )
+        .await?;
+    ctx.state_mut(|s| {
+        s.seq = resumed.last_seq;
+        s.completed = resumed
+            .completed_unit_ids
+            .into_iter()
+            .filter(|u| s.input.unit_ids.contains(u))
+            .collect();
+    });
+    let at = now(ctx)?;
+    let current_unit_id = ctx.state(|s| s.next_unit(None));
+    publish(ctx, Action::TrackStarted { current_unit_id }, at).await?;
+    if current_unit_id.is_none() {
+        publish(ctx, Action::TrackCompleted {}, at).await?;
+    }
+    ctx.state_mut(|s| s.started = true);
+    Ok(())
+}
+
+/// Publishes the next command and commits its `seq` only once JetStream acknowledged it.
+async fn publish(
+    ctx: &mut WorkflowContext<LearningPathWorkflow>,
+    action: Action,
+    occurred_at: DateTime<Utc>,
+) -> WorkflowResult<()> {
+    let workflow_id = ctx.workflow_id().to_owned();
+    let command = ctx.state(|s| {
+        let seq = s.seq + 1;
+        ProgressCommand {
+            command_id: command_id(&workflow_id, seq),
+            user_id: s.input.user_id,
+            track_id: s.input.track_id,
+            seq,
+            occurred_at,
+            action,
+        }
+    });
+    let receipt = ctx
+        .execute_activity(
+            ProgressActivities::update_user_progress,
+            command.clone(),
+            publish_options(),
+        )
+        .await?;
+    if !ctx.is_replaying() {
+        tracing::debug!(
+            workflow.id = workflow_id,
+            command.id = %command.command_id,
+            command.seq = command.seq,
+            nats.seq = receipt.sequence,
+            "published {}",
+            command.kind()
+        );
+    }
+    ctx.state_mut(|s| s.record_published(command));
+    Ok(())
+}
+
+/// Asks the projection which published seqs it lacks and re-publishes them (same ids), up to
+/// `rounds` times with a growing wait between; returns the seqs still missing.
+async fn reconcile(
+    ctx: &mut WorkflowContext<LearningPathWorkflow>,
+    rounds: u32,
+) -> WorkflowResult<Vec<i64>> {
+    let mut interval = Duration::from_millis(ctx.state(|s| s.input.reconcile_interval_ms));
+    for round in 0..=rounds {
+        if ctx.state(|s| s.unconfirmed.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let request = ctx.state(|s| ReconcileRequest {
+            user_id: s.input.user_id,
+            track_id: s.input.track_id,
+            highest_seq: s.seq,
+        });
+        let missing: Vec<i64> = ctx
+            .execute_activity(
+                ProgressActivities::reconcile_progress,
+                request,
+                reconcile_options(),
+            )
+            .await?;
+        let missing: BTreeSet<i64> = missing.into_iter().collect();
+        let unconfirmed = ctx.state_mut(|s| {
+            s.unconfirmed.retain(|seq, _| missing.contains(seq));
+            s.unconfirmed.values().cloned().collect::<Vec<_>>()
+        });
+        if unconfirmed.is_empty() || round == rounds {
+            break;
+        }
+        for command in unconfirmed {
+            let receipt = ctx
+                .execute_activity(
+                    ProgressActivities::update_user_progress,
+                    command.clone(),
+                    publish_options(),
+                )
+                .await?;
+            if !ctx.is_replaying() {
+                tracing::info!(
+                    workflow.id = ctx.workflow_id(),
+                    command.id = %command.command_id,
+                    command.seq = command.seq,
+                    nats.seq = receipt.sequence,
+                    duplicate = receipt.duplicate,
+                    "re-published a command the projection lacks"
+                );
+            }
+        }
+        ctx.timer(interval).await;
+        interval = (interval * 2).min(MAX_RECONCILE_INTERVAL);
+    }
+    let unreconciled: Vec<i64> = ctx.state(|s| s.unconfirmed.keys().copied().collect());
+    if !unreconciled.is_empty() && !ctx.is_replaying() && rounds > 1 {
+        tracing::warn!(
+            workflow.id = ctx.workflow_id(),
+            seqs = ?unreconciled,
+            "the projection still lacks commands after reconciling"
+        );
+    }
+    Ok(unreconciled)
+}
+
+fn now(ctx: &WorkflowContext<LearningPathWorkflow>) -> WorkflowResult<DateTime<Utc>> {
+    ctx.workflow_time()
+        .map(DateTime::<Utc>::from)
+        .ok_or_else(|| ApplicationFailure::new("workflow time unavailable").into())
+}
+
+/// Plain helpers: the macro renames annotated methods, so shared logic lives here.
+impl LearningPathWorkflow {
+    /// Handlers only enqueue, stamped with the workflow time at which they ran.
+    fn enqueue(
+        &mut self,
+        time: Option<SystemTime>,
+        inbound: impl FnOnce(DateTime<Utc>) -> Inbound,
+    ) {
+        if let Some(time) = time {
+            self.inbox.push_back(inbound(time.into()));
+        }
+    }
+
+    /// The first unit in track order not completed, other than `skipping`.
+    fn next_unit(&self, skipping: Option<Uuid>) -> Option<Uuid> {
+        self.input
+            .unit_ids
+            .iter()
+            .copied()
+            .find(|u| !self.completed.contains(u) && Some(*u) != skipping)
+    }
+
+    fn view(&self) -> PathView {
+        PathView {
+            user_id: self.input.user_id,
+            track_id: self.input.track_id,
+            unit_ids: self.input.unit_ids.clone(),
+            completed_unit_ids: (self.input.unit_ids.iter())
+                .filter(|u| self.completed.contains(u))
+                .copied()
+                .collect(),
+            current_unit_id: self.next_unit(None),
+            seq: self.seq,
+            pending: self.inbox.len(),
+            track_completed: self.track_completed,
+        }
+    }
+
+    fn check_unit_completed(&self, unit_id: Uuid) -> Result<(), String> {
+        if self.track_completed {
+            return Err("the track is already completed".to_owned());
+        }
+        if !self.input.unit_ids.contains(&unit_id) {
+            return Err(format!(
+                "unit {unit_id} is not part of track {}",
+                self.input.track_id
+            ));
+        }
+        if self.completed.contains(&unit_id) {
+            return Err(format!("unit {unit_id} is already completed"));
+        }
+        Ok(())
+    }
+
+    fn check_assessment(&self, a: &AssessmentRecorded) -> Result<(), String> {
+        if self.track_completed {
+            return Err("the track is already completed".to_owned());
+        }
+        if !self.input.unit_ids.contains(&a.unit_id) {
+            return Err(format!(
+                "unit {} is not part of track {}",
+                a.unit_id, self.input.track_id
+            ));
+        }
+        if !(a.max_score.is_finite() && a.max_score > 0.0) {
+            return Err(format!(
+                "max_score must be a positive number, got {}",
+                a.max_score
+            ));
+        }
+        if !(a.score.is_finite() && (0.0..=a.max_score).contains(&a.score)) {
+            return Err(format!(
+                "score must be between 0 and max_score ({}), got {}",
+                a.max_score, a.score
+            ));
+        }
+        if self.attempts.contains(&a.attempt_id) {
+            return Err(format!("attempt {} is already recorded", a.attempt_id));
+        }
+        Ok(())
+    }
+
+    /// The commands an inbound signal or update turns into, or why it is ignored.
+    fn plan(&self, inbound: &Inbound) -> Result<Vec<Action>, String> {
+        match inbound {
+            Inbound::UnitCompleted { unit_id, .. } => {
+                self.check_unit_completed(*unit_id)?;
+                let next_unit_id = self.next_unit(Some(*unit_id));
+                let mut actions = vec![Action::UnitCompleted {
+                    unit_id: *unit_id,
+                    next_unit_id,
+                }];
+                if next_unit_id.is_none() {
+                    actions.push(Action::TrackCompleted {});
+                }
+                Ok(actions)
+            }
+            Inbound::AssessmentRecorded { assessment: a, .. } => {
+                self.check_assessment(a)?;
+                Ok(vec![Action::AssessmentRecorded {
+                    unit_id: a.unit_id,
+                    attempt_id: a.attempt_id,
+                    score: a.score,
+                    max_score: a.max_score,
+                    passed: a.passed,
+                }])
+            }
+        }
+    }
+
+    fn record_published(&mut self, command: ProgressCommand) {
+        self.seq = command.seq;
+        match &command.action {
+            Action::UnitCompleted { unit_id, .. } => {
+                self.completed.insert(*unit_id);
+            }
+            Action::AssessmentRecorded { attempt_id, .. } => {
+                self.attempts.insert(*attempt_id);
+            }
+            Action::TrackCompleted {} => self.track_completed = true,
+            Action::TrackStarted { .. } => {}
+        }
+        self.unconfirmed.insert(command.seq, command);
+        self.dirty = true;
+        self.published_this_run += 1;
+    }
+
+    fn carry_over(&self) -> LearningPathInput {
+        LearningPathInput {
+            carry: Some(Carry {
+                seq: self.seq,
+                completed_unit_ids: self.completed.clone(),
+                attempt_ids: self.attempts.clone(),
+                track_completed: self.track_completed,
+                unconfirmed: self.unconfirmed.values().cloned().collect(),
+                inbox: self.inbox.iter().cloned().collect(),
+            }),
+            ..self.input.clone()
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! The learning-path workflow on a real Temporal dev server, NATS and PostgreSQL: the exact
+//! commands it publishes, its validated updates, its query, and JetStream deduplication.
+//! Every test has its own task queue, streams and database.
+
+mod common;
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use common::{delete_streams, eventually, isolated_nats, read_stream, stream_len};
+use learning_progress::applier::{self, ApplierConfig, Seams};
+use learning_progress::db::progress::get_user_progress;
+use learning_progress::db::tracks::create_track;
+use learning_progress::messaging::{self, NatsConfig, header_str};
+use learning_progress::model::{Action, ProgressCommand, Status, decode_command};
+use learning_progress::workflow::client::{self, ClientError};
+use learning_progress::workflow::{
+    self, AssessmentRecorded, LearningPathInput, PublishFailure, TemporalConfig, WorkerDeps,
+    command_id, workflow_id,
+};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn temporal_config() -> TemporalConfig {
+    let address = std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7233".to_owned());
+    TemporalConfig::new(address, format!("test-{}", Uuid::new_v4()))
+}
+
+/// Runs a worker on its own task queue while `body` runs, then shuts it down gracefully.
+/// The worker is not `Send`, so both are driven on this task.
+async fn with_worker<F, Fut>(pool: PgPool, body: F)
+where
+    F: FnOnce(temporalio_client::Client, TemporalConfig, NatsConfig, jetstream::Context) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let temporal = temporal_config();
+    let (nats, js) = isolated_nats().await;
+    let client = workflow::connect(&temporal, "test")
+        .await
+        .expect("Temporal reachable");
+    let deps = WorkerDeps {
+        client: client.clone(),
+        jetstream: js.clone(),
+        nats: nats.clone(),
+        pool,
+    };
+    let shutdown = CancellationToken::new();
+    let worker = workflow::run(&temporal, deps, shutdown.clone());
+    let test = async {
+        body(client, temporal.clone(), nats.clone(), js.clone()).await;
+        shutdown.cancel();
+    };
+    let (worker, ()) = tokio::join!(worker, test);
+    worker.expect("the worker ran and stopped cleanly");
+    delete_streams(&js, &nats).await;
+}
+
+/// The commands on the stream, in stream order, checked against their headers.
+async fn published(
+    js: &jetstream::Context,
+    nats: &NatsConfig,
+    count: usize,
+) -> Vec<ProgressCommand> {
+    let messages = read_stream(js, &nats.commands_stream, count, WAIT).await;
+    messages
+        .iter()
+        .map(|m| {
+            let command = decode_command(&m.payload).expect("a valid command");
+            let id = command.command_id.to_string();
+            let kind = format!("learning.progress.command.{}.v1", command.kind());
+            assert_eq!(
+                header_str(m.headers.as_ref(), "Nats-Msg-Id"),
+                Some(id.as_str())
+            );
+            assert_eq!(header_str(m.headers.as_ref(), "ce-id"), Some(id.as_str()));
+            assert_eq!(
+                header_str(m.headers.as_ref(), "ce-type"),
+                Some(kind.as_str())
+            );
+            command
+        })
+        .collect()
+}
+
+#[sqlx::test]
+async fn a_learner_completing_every_unit_publishes_the_exact_commands_in_seq_order(pool: PgPool) {
+    let track = create_track(&pool, "Rust basics", 3).await.unwrap();
+    let units: Vec<Uuid> = track.units.iter().map(|u| u.id).collect();
+    let user = Uuid::new_v4();
+    let attempt = AssessmentRecorded {
+        unit_id: units[2],
+        attempt_id: Uuid::new_v4(),
+        score: 7.0,
+        max_score: 10.0,
+        passed: true,
+    };
+    with_worker(pool.clone(), |client, temporal, nats, js| async move {
+        let input = LearningPathInput {
+            // no applier runs here: one reconcile round, then the outcome lists what is missing
+            reconcile_rounds: 1,
+            reconcile_interval_ms: 50,
+            ..LearningPathInput::new(user, track.id, units.clone())
+        };
+        let id = client::start(&client, &temporal, input).await.unwrap();
+        assert_eq!(id, format!("learning-path/{user}/{}", track.id));
+
+        client::signal_unit_completed(&client, user, track.id, units[0])
+            .await
+            .unwrap();
+        client::signal_assessment_recorded(&client, user, track.id, attempt.clone())
+            .await
+            .unwrap();
+        // ignored: a duplicate, a unit of another track, a score above the maximum
+        client::signal_unit_completed(&client, user, track.id, units[0])
+            .await
+            .unwrap();
+        client::signal_unit_completed(&client, user, track.id, Uuid::new_v4())
+            .await
+            .unwrap();
+        let too_high = AssessmentRecorded {
+            attempt_id: Uuid::new_v4(),
+            score: 11.0,
+            ..attempt.clone()
+        };
+        client::signal_assessment_recorded(&client, user, track.id, too_high)
+            .await
+            .unwrap();
+        client::signal_unit_completed(&client, user, track.id, units[1])
+            .await
+            .unwrap();
+        client::signal_unit_completed(&client, user, track.id, units[2])
+            .await
+            .unwrap();
+
+        let outcome = tokio::time::timeout(WAIT, client::result(&client, user, track.id))
+            .await
+            .expect("the workflow ends after the last unit")
+            .unwrap();
+        assert_eq!(outcome.seq, 6);
+        assert_eq!(outcome.completed_unit_ids, units);
+        // the reconcile re-published all six; JetStream dropped them as duplicates
+        assert_eq!(outcome.unreconciled_seqs, (1..=6).collect::<Vec<_>>());
+
+        let commands = published(&js, &nats, 6).await;
+        assert_eq!(stream_len(&js, &nats.commands_stream).await, 6);
+        let workflow_id = workflow_id(user, track.id);
+        for (i, command) in commands.iter().enumerate() {
+            let seq = i as i64 + 1;
+            assert_eq!(command.seq, seq);
+            assert_eq!(command.command_id, command_id(&workflow_id, seq));
+            assert_eq!((command.user_id, command.track_id), (user, track.id));
+        }
+        let actions: Vec<Action> = commands.into_iter().map(|c| c.action).collect();
+        assert_eq!(
+            actions,
+            vec![
+                Action::TrackStarted {
+                    current_unit_id: Some(units[0])
+                },
+                Action::UnitCompleted {
+                    unit_id: units[0],
+                    next_unit_id: Some(units[1])
+                },
+                Action::AssessmentRecorded {
+                    unit_id: units[2],
+                    attempt_id: attempt.attempt_id,
+                    score: 7.0,
+                    max_score: 10.0,
+                    passed: true,
+                },
+                Action::UnitCompleted {
+                    unit_id: units[1],
+                    next_unit_id: Some(units[2])
+                },
+                Action::UnitCompleted {
+                    unit_id: units[2],
+                    next_unit_id: None
+                },
+                Action::TrackCompleted {},
+            ]
+        );
+    })
+    .await;
+}
+
+#[sqlx::test]
+async fn updates_outside_the_track_are_rejected_and_publish_nothing(pool: PgPool) {
+    let track = create_track(&pool, "Rust basics", 3).await.unwrap();
+    let units: Vec<Uuid> = track.units.iter().map(|u| u.id).collect();
+    let user = Uuid::new_v4();
+    with_worker(pool.clone(), |client, temporal, nats, js| async move {
+        let input = LearningPathInput {
+            reconcile_rounds: 0,
+            ..LearningPathInput::new(user, track.id, units.clone())
+        };
+        client::start(&client, &temporal, input).await.unwrap();
+
+        let foreign = client::complete_unit(&client, user, track.id, Uuid::new_v4()).await;
+        assert!(
+            matches!(&foreign, Err(ClientError::Rejected { reason, .. }) if reason.contains("not part of track")),
+            "{foreign:?}"
+        );
+        let view = client::complete_unit(&client, user, track.id, units[0]).await.unwrap();
+        assert_eq!(view.unit_ids, units);
+        let again = client::complete_unit(&client, user, track.id, units[0]).await;
+        assert!(
+            matches!(&again, Err(ClientError::Rejected { reason, .. }) if reason.contains("already completed")),
+            "{again:?}"
+        );
+        let bad_score = AssessmentRecorded {
+            unit_id: units[2],
+            attempt_id: Uuid::new_v4(),
+            score: 3.0,
+            max_score: 0.0,
+            passed: false,
+        };
+        let bad = client::record_assessment(&client, user, track.id, bad_score).await;
+        assert!(matches!(bad, Err(ClientError::Rejected { .. })), "{bad:?}");
+
+        let view = eventually(WAIT, "the unit completion to be published", || async {
+            let view = client::progress(&client, user, track.id).await.unwrap();
+            (view.seq == 2 && view.pending == 0).then_some(view)
+        })
+        .await;
+        assert_eq!(view.completed_unit_ids, vec![units[0]]);
+        assert_eq!(view.current_unit_id, Some(units[1]));
+        assert!(!view.track_completed);
+        assert_eq!(stream_len(&js, &nats.commands_stream).await, 2);
+
+        client::complete_unit(&client, user, track.id, units[1]).await.unwrap();
+        client::complete_unit(&client, user, track.id, units[2]).await.unwrap();
+        let outcome = tokio::time::timeout(WAIT, client::result(&client, user, track.id))
+            .await
+            .expect("the workflow ends after the last unit")
+            .unwrap();
+        assert_eq!(outcome.seq, 5);
+        let kinds: Vec<&str> = published(&js, &nats, 5).await.iter().map(|c| c.kind()).collect();
+        assert_eq!(
+            kinds,
+            ["track_started", "unit_completed", "unit_completed", "unit_completed", "track_completed"]
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_command_published_twice_is_dropped_by_the_duplicate_window() {
+    let (nats, js) = isolated_nats().await;
+    let command = ProgressCommand {
+        command_id: command_id("learning-path/test", 1),
+        user_id: Uuid::new_v4(),
+        track_id: Uuid::new_v4(),
+        seq: 1,
+        occurred_at: chrono::Utc::now(),
+        action: Action::TrackStarted {
+            current_unit_id: None,
+        },
+    };
+    let first = workflow::publish(&js, &nats, &command).await.unwrap();
+    let retried = workflow::publish(&js, &nats, &command).await.unwrap();
+    assert!(!first.duplicate);
+    assert!(retried.duplicate);
+    assert_eq!(
+        (retried.stream.as_str(), retried.sequence),
+        (first.stream.as_str(), first.sequence)
+    );
+    assert_eq!(stream_len(&js, &nats.commands_stream).await, 1);
+    delete_streams(&js, &nats).await;
+}
+
+#[tokio::test]
+async fn a_command_no_stream_takes_is_a_permanent_failure() {
+    let (nats, js) = isolated_nats().await;
+    let nowhere = NatsConfig {
+        subject_prefix: format!("nowhere{}", Uuid::new_v4().simple()),
+        ..nats.clone()
+    };
+    let command = ProgressCommand {
+        command_id: Uuid::new_v4(),
+        user_id: Uuid::new_v4(),
+        track_id: Uuid::new_v4(),
+        seq: 1,
+        occurred_at: chrono::Utc::now(),
+        action: Action::TrackCompleted {},
+    };
+    let failure = workflow::publish(&js, &nowhere, &command)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(failure, PublishFailure::Permanent { .. }),
+        "{failure:?}"
+    );
+    delete_streams(&js, &nats).await;
+}
+
+#[sqlx::test]
+async fn a_command_lost_from_the_stream_is_republished_by_reconcile_and_applied(pool: PgPool) {
+    let track = create_track(&pool, "Rust basics", 3).await.unwrap();
+    let units: Vec<Uuid> = track.units.iter().map(|u| u.id).collect();
+    let user = Uuid::new_v4();
+    with_worker(pool.clone(), |client, temporal, nats, js| async move {
+        // a short duplicate window, so a re-publish of the lost message is stored again soon
+        let nats = NatsConfig {
+            duplicate_window_secs: 1,
+            ..nats
+        };
+        messaging::ensure_streams(&js, &nats).await.unwrap();
+        let input = LearningPathInput {
+            reconcile_rounds: 30,
+            reconcile_interval_ms: 300,
+            ..LearningPathInput::new(user, track.id, units.clone())
+        };
+        client::start(&client, &temporal, input).await.unwrap();
+        for unit in &units {
+            client::complete_unit(&client, user, track.id, *unit)
+                .await
+                .unwrap();
+        }
+        eventually(WAIT, "every command to be published", || async {
+            (stream_len(&js, &nats.commands_stream).await >= 5).then_some(())
+        })
+        .await;
+        let mut stream = js.get_stream(&nats.commands_stream).await.unwrap();
+        let lost = decode_command(&stream.get_raw_message(3).await.unwrap().payload).unwrap();
+        assert!(stream.delete_message(3).await.unwrap());
+
+        // the applier starts only now, so it never saw the lost command
+        let applier_shutdown = CancellationToken::new();
+        let applier = tokio::spawn(applier::run(
+            js.clone(),
+            pool.clone(),
+            nats.clone(),
+            ApplierConfig {
+                durable: format!("applier-{}", Uuid::new_v4().simple()),
+                ..ApplierConfig::default()
+            },
+            Seams::default(),
+            applier_shutdown.clone(),
+        ));
+
+        let outcome = tokio::time::timeout(WAIT, client::result(&client, user, track.id))
+            .await
+            .expect("the workflow reconciles and ends")
+            .unwrap();
+        assert_eq!(outcome.seq, 5);
+        assert!(outcome.unreconciled_seqs.is_empty(), "{outcome:?}");
+
+        let last = stream.info().await.unwrap().state.last_sequence;
+        let mut republished = false;
+        for seq in 4..=last {
+            if let Ok(message) = stream.get_raw_message(seq).await {
+                republished |= decode_command(&message.payload).unwrap() == lost;
+            }
+        }
+        assert!(republished, "the lost command is on the stream again");
+
+        let progress = get_user_progress(&pool, user, track.id)
+            .await
+            .unwrap()
+            .expect("the projection exists");
+        assert_eq!(progress.status, Status::Completed);
+        let mut completed = units.clone();
+        completed.sort();
+        assert_eq!(progress.completed_unit_ids, completed);
+        assert_eq!(progress.last_seq, 5);
+
+        applier_shutdown.cancel();
+        applier.await.unwrap().unwrap();
+    })
+    .await;
+}
