@@ -24,9 +24,11 @@ stack: ## Ensure PostgreSQL, NATS (JetStream) and Temporal run; write .stack/env
 stop: ## Stop the services that 'make stack' started itself
 	@scripts/stack.sh stop
 
+# `make run` is the laptop setup: development tokens (`learning-progress token`) are accepted
+# unless a real SUPABASE_JWT_SECRET / SUPABASE_JWKS is given.
 run: stack ## Migrate the database, then run the service (release build)
 	$(WITH_ENV) cargo run --release -- migrate
-	$(WITH_ENV) cargo run --release -- all
+	LEARNING_PROGRESS_DEV=$${LEARNING_PROGRESS_DEV:-1} $(WITH_ENV) cargo run --release -- all
 
 test: stack ## Run the tests against the local stack (nextest if installed); TEST_ARGS=...
 	@if cargo nextest --version >/dev/null 2>&1; then \

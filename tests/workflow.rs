@@ -373,3 +373,38 @@ async fn a_command_lost_from_the_stream_is_republished_by_reconcile_and_applied(
     })
     .await;
 }
+
+/// The whole write path under a small simulation: every learner's row and ledger match the
+/// model of the signals they sent, duplicates included.
+#[sqlx::test]
+async fn a_small_simulation_ends_with_zero_mismatches(pool: PgPool) {
+    use learning_progress::simulate::{self, SimulateConfig};
+    let applier_pool = pool.clone();
+    with_worker(pool.clone(), |client, temporal, nats, js| async move {
+        let stop = CancellationToken::new();
+        let applier = tokio::spawn(applier::run(
+            js,
+            applier_pool,
+            nats,
+            ApplierConfig::default(),
+            Seams::default(),
+            stop.clone(),
+        ));
+        let config = SimulateConfig {
+            learners: 6,
+            units: 4,
+            concurrency: 6,
+            seed: 7,
+            timeout_secs: 120,
+        };
+        let report = simulate::run(&client, &temporal, &pool, &config)
+            .await
+            .unwrap();
+        stop.cancel();
+        applier.await.unwrap().unwrap();
+        assert_eq!(report.learners, 6);
+        assert!(report.commands >= 6 * 6, "{report}");
+        assert!(report.mismatches.is_empty(), "{report}");
+    })
+    .await;
+}
