@@ -267,7 +267,7 @@ impl LearningPathWorkflow {
                     r = ctx.wait_condition(|s: &Self| !s.inbox.is_empty()) => { r?; false }
                 };
                 if quiet_elapsed {
-                    reconcile(ctx, 1).await?;
+                    reconcile(ctx, 2).await?;
                     ctx.state_mut(|s| s.dirty = false);
                 }
             } else {
@@ -435,7 +435,8 @@ async fn publish(
 }
 
 /// Asks the projection which published seqs it lacks and re-publishes them (same ids), up to
-/// `rounds` times with a growing wait between; returns the seqs still missing.
+/// `rounds` times with a growing wait between (the first round only looks, see below);
+/// returns the seqs still missing.
 async fn reconcile(
     ctx: &mut WorkflowContext<LearningPathWorkflow>,
     rounds: u32,
@@ -465,7 +466,10 @@ async fn reconcile(
         if unconfirmed.is_empty() || round == rounds {
             break;
         }
-        for command in unconfirmed {
+        // the first round only looks: right after a publish the applier is usually just
+        // behind, and re-publishing everything it has not applied yet would double the work
+        let to_publish = if round == 0 { Vec::new() } else { unconfirmed };
+        for command in to_publish {
             let receipt = ctx
                 .execute_activity(
                     ProgressActivities::update_user_progress,

@@ -1,0 +1,845 @@
+//! The read service over real HTTP, PostgreSQL (a database per test) and NATS (streams and
+//! subjects per test). The keys under `tests/fixtures/` are test-only and trusted nowhere.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use chrono::Utc;
+use futures::future::BoxFuture;
+use futures::{FutureExt as _, StreamExt as _};
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use learning_progress::api::{
+    self, ApiConfig, ApiState, CacheConfig, Metrics, PgSource, ProgressCache, SnapshotSource,
+};
+use learning_progress::auth::{AuthConfig, AuthError, Verifier};
+use learning_progress::config::DbConfig;
+use learning_progress::db::progress::{
+    CurrentUnit, ProgressError, UserProgressCreate, UserProgressUpdate, create_user_progress,
+    update_user_progress,
+};
+use learning_progress::db::tracks::{Track, create_track};
+use learning_progress::messaging::{self, NatsConfig};
+use learning_progress::model::{ProgressEvent, ProgressView, UserProgress};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::sync::{Notify, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const SECRET: &str = "test-only-hs256-secret-for-the-read-service";
+const ISSUER: &str = "https://test-project.supabase.co/auth/v1";
+const ES_KID: &str = "es-test";
+const RS_KID: &str = "rs-test";
+const ES_PRIVATE: &[u8] = include_bytes!("fixtures/es256.key.pem");
+const ES_PUBLIC: &[u8] = include_bytes!("fixtures/es256.pub.pem");
+const RS_PRIVATE: &[u8] = include_bytes!("fixtures/rs256.key.pem");
+const RS_PUBLIC: &[u8] = include_bytes!("fixtures/rs256.pub.pem");
+
+struct TestApi {
+    base: String,
+    state: ApiState,
+    http: reqwest::Client,
+    _shutdown: tokio_util::sync::DropGuard,
+}
+
+impl TestApi {
+    async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("API reachable")
+    }
+
+    fn progress_queries(&self) -> u64 {
+        self.state
+            .metrics()
+            .db_queries
+            .with_label_values(&["progress"])
+            .get()
+    }
+}
+
+/// A JWKS file with the public halves of both fixture keys.
+fn jwks_file() -> String {
+    let es = EncodingKey::from_ec_pem(ES_PRIVATE).unwrap();
+    let rs = EncodingKey::from_rsa_pem(RS_PRIVATE).unwrap();
+    let mut keys = vec![
+        Jwk::from_encoding_key(&es, Algorithm::ES256).unwrap(),
+        Jwk::from_encoding_key(&rs, Algorithm::RS256).unwrap(),
+    ];
+    keys[0].common.key_id = Some(ES_KID.to_owned());
+    keys[1].common.key_id = Some(RS_KID.to_owned());
+    let path = std::env::temp_dir().join(format!("jwks-{}.json", Uuid::new_v4()));
+    std::fs::write(&path, serde_json::to_vec(&JwkSet { keys }).unwrap()).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn auth_config() -> AuthConfig {
+    AuthConfig {
+        jwks: Some(jwks_file()),
+        jwt_issuer: Some(ISSUER.to_owned()),
+        admin_claim: Some("app_metadata.role=admin".to_owned()),
+        ..AuthConfig::with_secret(SECRET)
+    }
+}
+
+fn api_config() -> ApiConfig {
+    ApiConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        // long enough that nothing in a test is refreshed by expiry: only events count
+        cache_ttl_secs: 3600,
+        min_version_wait_ms: 500,
+        ..ApiConfig::default()
+    }
+}
+
+async fn spawn_api(pool: &PgPool, nats: &NatsConfig) -> TestApi {
+    let verifier = Verifier::from_config(&auth_config()).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let state = ApiState::start(pool.clone(), nats, verifier, api_config(), shutdown.clone())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(api::serve(listener, state.clone(), shutdown.clone()));
+    TestApi {
+        base,
+        state,
+        http: reqwest::Client::new(),
+        _shutdown: shutdown.drop_guard(),
+    }
+}
+
+fn claims(user: Uuid) -> Value {
+    let now = jsonwebtoken::get_current_timestamp();
+    json!({
+        "sub": user.to_string(), "aud": "authenticated", "iss": ISSUER,
+        "role": "authenticated", "iat": now, "exp": now + 3600,
+    })
+}
+
+fn hs256(claims: &Value, secret: &[u8]) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+fn signed(alg: Algorithm, kid: &str, claims: &Value) -> String {
+    let key = match alg {
+        Algorithm::ES256 => EncodingKey::from_ec_pem(ES_PRIVATE).unwrap(),
+        _ => EncodingKey::from_rsa_pem(RS_PRIVATE).unwrap(),
+    };
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+fn token_for(user: Uuid) -> String {
+    hs256(&claims(user), SECRET.as_bytes())
+}
+
+/// `claims` with some changed; a `null` removes the claim.
+fn with(mut claims: Value, changes: Value) -> Value {
+    for (key, value) in changes.as_object().unwrap() {
+        if value.is_null() {
+            claims.as_object_mut().unwrap().remove(key);
+        } else {
+            claims[key] = value.clone();
+        }
+    }
+    claims
+}
+
+/// A learner who has started a 3-unit track: progress version 1.
+async fn started(pool: &PgPool) -> (Track, Uuid, UserProgress) {
+    let track = create_track(pool, "Rust basics", 3).await.unwrap();
+    let user = Uuid::new_v4();
+    let progress = create_user_progress(
+        pool,
+        &UserProgressCreate {
+            user_id: user,
+            track_id: track.id,
+            current_unit_id: Some(track.units[0].id),
+            started_at: Utc::now(),
+        },
+    )
+    .await
+    .unwrap();
+    (track, user, progress)
+}
+
+/// Completes the track's unit `index` in the database; returns the row (one version newer).
+async fn complete(pool: &PgPool, track: &Track, user: Uuid, index: usize) -> UserProgress {
+    let update = UserProgressUpdate {
+        completed_unit_ids_add: vec![track.units[index].id],
+        current_unit: Some(CurrentUnit {
+            unit_id: track.units.get(index + 1).map(|u| u.id),
+            seq: index as i64 + 2,
+        }),
+        ..UserProgressUpdate::default()
+    };
+    update_user_progress(pool, user, track.id, &update)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+fn event(progress: &UserProgress, total_units: usize) -> ProgressEvent {
+    ProgressEvent {
+        event_id: Uuid::new_v4(),
+        kind: "unit_completed".to_owned(),
+        version: progress.version,
+        occurred_at: Utc::now(),
+        applied_at: Utc::now(),
+        progress: ProgressView::new(progress.clone(), total_units as i64),
+    }
+}
+
+async fn publish(js: &jetstream::Context, nats: &NatsConfig, event: &ProgressEvent) {
+    messaging::publish_event(js, nats, event)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+fn progress_path(user: Uuid, track: Uuid) -> String {
+    format!("/api/v1/users/{user}/tracks/{track}/progress")
+}
+
+async fn version_of(response: reqwest::Response) -> i64 {
+    response.json::<Value>().await.unwrap()["version"]
+        .as_i64()
+        .unwrap()
+}
+
+#[sqlx::test]
+async fn each_request_gets_the_status_its_case_calls_for(pool: PgPool) {
+    let (nats, js) = common::isolated_nats().await;
+    let api = spawn_api(&pool, &nats).await;
+    let (track, user, _) = started(&pool).await;
+    let own = token_for(user);
+    let stranger = token_for(Uuid::new_v4());
+    let service = hs256(
+        &with(claims(Uuid::new_v4()), json!({"role": "service_role"})),
+        SECRET.as_bytes(),
+    );
+    let app_admin = hs256(
+        &with(
+            claims(Uuid::new_v4()),
+            json!({"app_metadata": {"role": "admin"}}),
+        ),
+        SECRET.as_bytes(),
+    );
+    let path = progress_path(user, track.id);
+
+    let response = api.get(&path, Some(&own)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["etag"], "\"1\"");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["user_id"], user.to_string());
+    assert_eq!(body["total_units"], 3);
+    assert_eq!(body["percent_complete"], 0.0);
+    assert!(body["assessments"].is_object());
+
+    let not_modified = api
+        .http
+        .get(format!("{}{path}", api.base))
+        .bearer_auth(&own)
+        .header("if-none-match", "\"1\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(not_modified.headers()["etag"], "\"1\"");
+
+    let other_track = progress_path(user, Uuid::new_v4());
+    let bad_track = format!("/api/v1/users/{user}/tracks/12/progress");
+    let cases: [(&str, &str, Option<&str>, StatusCode); 9] = [
+        ("own progress", &path, Some(&own), StatusCode::OK),
+        ("no token", &path, None, StatusCode::UNAUTHORIZED),
+        (
+            "another user's",
+            &path,
+            Some(&stranger),
+            StatusCode::FORBIDDEN,
+        ),
+        ("service role", &path, Some(&service), StatusCode::OK),
+        ("admin claim", &path, Some(&app_admin), StatusCode::OK),
+        (
+            "no progress yet",
+            &other_track,
+            Some(&own),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "malformed user id",
+            "/api/v1/users/nope/progress",
+            Some(&own),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "malformed track id",
+            &bad_track,
+            Some(&own),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "unknown route",
+            "/api/v2/anything",
+            Some(&own),
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (case, path, token, expected) in cases {
+        let response = api.get(path, token).await;
+        assert_eq!(response.status(), expected, "{case}");
+        if expected != StatusCode::OK {
+            let body: Value = response.json().await.unwrap();
+            assert!(
+                body["error"].is_string() && body["message"].is_string(),
+                "{case}: {body}"
+            );
+        }
+    }
+    let bad_query = api
+        .get(&format!("{path}?min_version=soon"), Some(&own))
+        .await;
+    assert_eq!(bad_query.status(), StatusCode::BAD_REQUEST);
+
+    let list_path = format!("/api/v1/users/{user}/progress");
+    let list = api.get(&list_path, Some(&own)).await;
+    assert_eq!(list.status(), StatusCode::OK);
+    let list: Value = list.json().await.unwrap();
+    assert_eq!(list["progress"].as_array().unwrap().len(), 1);
+    assert_eq!(list["progress"][0]["track_id"], track.id.to_string());
+    let foreign_list = api.get(&list_path, Some(&stranger)).await;
+    assert_eq!(foreign_list.status(), StatusCode::FORBIDDEN);
+    common::delete_streams(&js, &nats).await;
+}
+
+#[sqlx::test]
+async fn hostile_tokens_are_refused_and_see_no_progress(pool: PgPool) {
+    let (nats, js) = common::isolated_nats().await;
+    let api = spawn_api(&pool, &nats).await;
+    let (track, user, _) = started(&pool).await;
+    let path = progress_path(user, track.id);
+    let now = jsonwebtoken::get_current_timestamp();
+    let valid = claims(user);
+    let good = token_for(user);
+    // {"alg":"none","typ":"JWT"}, then the valid token's claims and no signature
+    let alg_none = format!(
+        "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
+        good.split('.').nth(1).unwrap()
+    );
+    let confused = |public: &[u8], kid: &str| {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(kid.to_owned());
+        jsonwebtoken::encode(&header, &valid, &EncodingKey::from_secret(public)).unwrap()
+    };
+    let changed = |changes: Value| hs256(&with(valid.clone(), changes), SECRET.as_bytes());
+    let unauthorized = StatusCode::UNAUTHORIZED;
+
+    let cases: Vec<(&str, String, StatusCode)> = vec![
+        ("alg none", alg_none, unauthorized),
+        (
+            "wrong secret",
+            hs256(&valid, b"not-the-secret"),
+            unauthorized,
+        ),
+        (
+            "HS256 keyed with the EC public key",
+            confused(ES_PUBLIC, ES_KID),
+            unauthorized,
+        ),
+        (
+            "HS256 keyed with the RSA public key",
+            confused(RS_PUBLIC, RS_KID),
+            unauthorized,
+        ),
+        ("expired", changed(json!({"exp": now - 3600})), unauthorized),
+        (
+            "not valid yet",
+            changed(json!({"nbf": now + 3600})),
+            unauthorized,
+        ),
+        (
+            "wrong audience",
+            changed(json!({"aud": "anon"})),
+            unauthorized,
+        ),
+        ("no audience", changed(json!({"aud": null})), unauthorized),
+        (
+            "wrong issuer",
+            changed(json!({"iss": "https://evil.example"})),
+            unauthorized,
+        ),
+        (
+            "unknown kid",
+            signed(Algorithm::ES256, "rotated-away", &valid),
+            unauthorized,
+        ),
+        (
+            "ES256 naming the RSA key",
+            signed(Algorithm::ES256, RS_KID, &valid),
+            unauthorized,
+        ),
+        ("truncated", good[..good.len() - 6].to_owned(), unauthorized),
+        ("garbage", "definitely.not.a-jwt".to_owned(), unauthorized),
+        ("missing sub", changed(json!({"sub": null})), unauthorized),
+        (
+            "sub not a user id",
+            changed(json!({"sub": "admin"})),
+            unauthorized,
+        ),
+        (
+            "admin in user_metadata",
+            hs256(
+                &with(
+                    claims(Uuid::new_v4()),
+                    json!({"user_metadata": {"role": "admin"}}),
+                ),
+                SECRET.as_bytes(),
+            ),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "another user's sub",
+            token_for(Uuid::new_v4()),
+            StatusCode::FORBIDDEN,
+        ),
+        ("control: HS256", good.clone(), StatusCode::OK),
+        (
+            "control: ES256",
+            signed(Algorithm::ES256, ES_KID, &valid),
+            StatusCode::OK,
+        ),
+        (
+            "control: RS256",
+            signed(Algorithm::RS256, RS_KID, &valid),
+            StatusCode::OK,
+        ),
+    ];
+    for (case, token, expected) in cases {
+        let response = api.get(&path, Some(&token)).await;
+        assert_eq!(response.status(), expected, "{case}");
+        let body = response.text().await.unwrap();
+        if expected != StatusCode::OK {
+            assert!(
+                !body.contains(&track.id.to_string()) && !body.contains("percent_complete"),
+                "{case} leaked progress: {body}"
+            );
+        }
+    }
+    common::delete_streams(&js, &nats).await;
+}
+
+#[sqlx::test]
+async fn a_thousand_concurrent_cold_reads_make_one_database_query(pool: PgPool) {
+    let (nats, js) = common::isolated_nats().await;
+    let api = spawn_api(&pool, &nats).await;
+    let (track, user, _) = started(&pool).await;
+    let url = format!("{}{}", api.base, progress_path(user, track.id));
+    let token = token_for(user);
+    let reads = (0..1000).map(|_| {
+        let request = api.http.get(&url).bearer_auth(&token).send();
+        async move { request.await.unwrap().status() }
+    });
+    let statuses = futures::future::join_all(reads).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK));
+    assert_eq!(api.progress_queries(), 1);
+    common::delete_streams(&js, &nats).await;
+}
+
+#[sqlx::test]
+async fn a_newer_event_updates_the_cache_and_an_older_one_does_not(pool: PgPool) {
+    let (nats, js) = common::isolated_nats().await;
+    let api = spawn_api(&pool, &nats).await;
+    let (track, user, v1) = started(&pool).await;
+    let path = progress_path(user, track.id);
+    let token = token_for(user);
+    assert_eq!(version_of(api.get(&path, Some(&token)).await).await, 1);
+
+    // the database moves on, but only an event tells the cache
+    let v2 = complete(&pool, &track, user, 0).await;
+    assert_eq!(version_of(api.get(&path, Some(&token)).await).await, 1);
+    publish(&js, &nats, &event(&v2, 3)).await;
+    let fresh = api
+        .get(&format!("{path}?min_version=2"), Some(&token))
+        .await;
+    assert!(fresh.headers().get("x-progress-behind").is_none());
+    let body: Value = fresh.json().await.unwrap();
+    assert_eq!(body["version"], 2);
+    assert_eq!(body["percent_complete"], 33.33);
+
+    publish(&js, &nats, &event(&v1, 3)).await;
+    let stale = api
+        .state
+        .metrics()
+        .cache_events
+        .with_label_values(&["stale"]);
+    common::eventually(Duration::from_secs(5), "the old event to arrive", || {
+        let seen = stale.get() == 1;
+        async move { seen.then_some(()) }
+    })
+    .await;
+    assert_eq!(version_of(api.get(&path, Some(&token)).await).await, 2);
+    assert_eq!(api.progress_queries(), 1);
+    common::delete_streams(&js, &nats).await;
+}
+
+/// Reads through to PostgreSQL, then holds the result until released.
+struct HeldSource {
+    db: PgSource,
+    loaded: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    release: Arc<Notify>,
+}
+
+impl SnapshotSource for HeldSource {
+    fn load(
+        &self,
+        key: (Uuid, Uuid),
+    ) -> BoxFuture<'static, Result<Option<ProgressView>, ProgressError>> {
+        let read = self.db.load(key);
+        let loaded = self.loaded.lock().unwrap().take();
+        let release = self.release.clone();
+        async move {
+            let view = read.await;
+            if let Some(loaded) = loaded {
+                let _ = loaded.send(());
+            }
+            release.notified().await;
+            view
+        }
+        .boxed()
+    }
+}
+
+#[sqlx::test]
+async fn a_slow_load_racing_an_event_never_leaves_the_older_snapshot(pool: PgPool) {
+    let (track, user, _) = started(&pool).await;
+    let metrics = Metrics::new();
+    let (loaded_tx, loaded) = oneshot::channel();
+    let release = Arc::new(Notify::new());
+    let source = HeldSource {
+        db: PgSource::new(pool.clone(), &metrics),
+        loaded: std::sync::Mutex::new(Some(loaded_tx)),
+        release: release.clone(),
+    };
+    let config = CacheConfig {
+        capacity: 100,
+        ttl: Duration::from_secs(3600),
+    };
+    let cache = ProgressCache::new(&config, Arc::new(source), &metrics);
+    let key = (user, track.id);
+
+    let reader = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.get(key).await.unwrap().unwrap() }
+    });
+    loaded.await.unwrap(); // the load has read version 1 and is held
+    let v2 = complete(&pool, &track, user, 0).await;
+    let applied = tokio::time::timeout(Duration::from_secs(2), cache.apply(&event(&v2, 3)))
+        .await
+        .expect("an event never waits for a database load");
+    assert!(applied);
+    release.notify_one();
+
+    let answered = reader.await.unwrap();
+    assert_eq!(
+        answered.progress.version, 2,
+        "the reader gets the newer snapshot"
+    );
+    assert_eq!(cache.peek(key).await.unwrap().progress.version, 2);
+    assert_eq!(cache.get(key).await.unwrap().unwrap().progress.version, 2);
+}
+
+#[sqlx::test]
+async fn every_replica_sees_an_event_and_min_version_waits_for_it(pool: PgPool) {
+    let (nats, js) = common::isolated_nats().await;
+    let replicas = [spawn_api(&pool, &nats).await, spawn_api(&pool, &nats).await];
+    let (track, user, _) = started(&pool).await;
+    let path = progress_path(user, track.id);
+    let token = token_for(user);
+    for api in &replicas {
+        assert_eq!(version_of(api.get(&path, Some(&token)).await).await, 1);
+    }
+
+    let v2 = complete(&pool, &track, user, 0).await;
+    let wait_path = format!("{path}?min_version=2");
+    let waiting = replicas.iter().map(|api| async {
+        let started = Instant::now();
+        let response = api.get(&wait_path, Some(&token)).await;
+        (response, started.elapsed())
+    });
+    let waiting = futures::future::join_all(waiting);
+    let publishing = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        publish(&js, &nats, &event(&v2, 3)).await;
+    };
+    let (answers, ()) = tokio::join!(waiting, publishing);
+    for (response, took) in answers {
+        assert!(response.headers().get("x-progress-behind").is_none());
+        assert_eq!(version_of(response).await, 2);
+        assert!(
+            took < Duration::from_millis(450),
+            "woken by the event, took {took:?}"
+        );
+    }
+
+    let behind = replicas[0]
+        .get(&format!("{path}?min_version=3"), Some(&token))
+        .await;
+    assert_eq!(behind.status(), StatusCode::OK);
+    assert_eq!(behind.headers()["x-progress-behind"], "true");
+    assert_eq!(version_of(behind).await, 2);
+    for api in &replicas {
+        assert_eq!(api.progress_queries(), 1);
+    }
+    common::delete_streams(&js, &nats).await;
+}
+
+/// The next Server-Sent Event's data, as JSON.
+async fn next_event(
+    body: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    buffer: &mut String,
+) -> Value {
+    let read = async {
+        loop {
+            if let Some(end) = buffer.find("\n\n") {
+                let event: String = buffer.drain(..end + 2).collect();
+                let data: String = event
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                if !data.is_empty() {
+                    return serde_json::from_str(&data).unwrap();
+                }
+                continue;
+            }
+            let chunk = body.next().await.expect("stream open").unwrap();
+            buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("an event within 5 s")
+}
+
+#[sqlx::test]
+async fn the_event_stream_sends_the_snapshot_then_each_update(pool: PgPool) {
+    let (nats, js) = common::isolated_nats().await;
+    let api = spawn_api(&pool, &nats).await;
+    let (track, user, _) = started(&pool).await;
+    let stream_path = format!("{}/stream", progress_path(user, track.id));
+
+    let refused = api
+        .get(&stream_path, Some(&token_for(Uuid::new_v4())))
+        .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+
+    let response = api.get(&stream_path, Some(&token_for(user))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    assert_eq!(next_event(&mut body, &mut buffer).await["version"], 1);
+
+    let v2 = complete(&pool, &track, user, 0).await;
+    publish(&js, &nats, &event(&v2, 3)).await;
+    let update = next_event(&mut body, &mut buffer).await;
+    assert_eq!(update["version"], 2);
+    assert_eq!(
+        update["completed_unit_ids"][0],
+        track.units[0].id.to_string()
+    );
+    common::delete_streams(&js, &nats).await;
+}
+
+#[sqlx::test]
+async fn health_metrics_and_the_openapi_document_are_served(pool: PgPool) {
+    let (nats, js) = common::isolated_nats().await;
+    let api = spawn_api(&pool, &nats).await;
+    let (track, user, _) = started(&pool).await;
+    let token = token_for(user);
+    api.get(&progress_path(user, track.id), Some(&token)).await;
+    api.get(&progress_path(user, track.id), Some(&token)).await;
+
+    assert_eq!(api.get("/healthz", None).await.status(), StatusCode::OK);
+    let ready = api.get("/readyz", None).await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["checks"], json!({"database": "ok", "nats": "ok"}));
+
+    let metrics = api.get("/metrics", None).await.text().await.unwrap();
+    for expected in [
+        r#"http_requests_total{method="GET",route="/api/v1/users/{user_id}/tracks/{track_id}/progress",status="200"} 2"#,
+        "http_request_duration_seconds_bucket",
+        "progress_cache_hits_total 1",
+        "progress_cache_misses_total 1",
+        "progress_cache_entries",
+        r#"db_queries_total{query="progress"} 1"#,
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "missing {expected} in\n{metrics}"
+        );
+    }
+
+    let document: Value = api.get("/openapi.json", None).await.json().await.unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = document["paths"].as_object().unwrap();
+    for route in [
+        "/api/v1/users/{user_id}/tracks/{track_id}/progress",
+        "/api/v1/users/{user_id}/tracks/{track_id}/progress/stream",
+        "/api/v1/users/{user_id}/progress",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+    ] {
+        assert!(paths.contains_key(route), "{route} is not documented");
+    }
+    assert_eq!(paths.len(), 7, "every documented path is served");
+    common::delete_streams(&js, &nats).await;
+}
+
+#[tokio::test]
+async fn readiness_names_an_unreachable_database() {
+    let (nats, js) = common::isolated_nats().await;
+    let db = DbConfig {
+        acquire_timeout_secs: 1,
+        ..DbConfig::new("postgres://postgres@127.0.0.1:1/nowhere")
+    };
+    let pool = learning_progress::db::pool(&db).unwrap();
+    let api = spawn_api(&pool, &nats).await;
+    let ready = api.get("/readyz", None).await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(
+        ready["checks"],
+        json!({"database": "unreachable", "nats": "ok"})
+    );
+    common::delete_streams(&js, &nats).await;
+}
+
+#[tokio::test]
+async fn starting_without_a_key_is_an_error_outside_development_mode() {
+    let none = AuthConfig {
+        jwt_secret: None,
+        ..AuthConfig::with_secret("unused")
+    };
+    let error = Verifier::from_config(&none).await.err().expect("refused");
+    assert!(error.to_string().contains("SUPABASE_JWT_SECRET"));
+
+    let dev = AuthConfig { dev: true, ..none };
+    let verifier = Verifier::from_config(&dev).await.unwrap();
+    let user = Uuid::new_v4();
+    let token =
+        learning_progress::auth::mint_dev_token(&dev, user, true, Duration::from_secs(60)).unwrap();
+    let principal = verifier.verify(&token).await.unwrap();
+    assert_eq!(principal.user_id, user);
+    assert!(principal.admin);
+    let with_secret = AuthConfig::with_secret("hunter2-but-longer");
+    assert!(!format!("{with_secret:?}").contains("hunter2"));
+}
+
+#[tokio::test]
+async fn an_unknown_kid_refetches_the_key_set_at_most_once_per_interval() {
+    let rs = EncodingKey::from_rsa_pem(RS_PRIVATE).unwrap();
+    let mut rs_jwk = Jwk::from_encoding_key(&rs, Algorithm::RS256).unwrap();
+    rs_jwk.common.key_id = Some("rotated-in".to_owned());
+    let path = std::env::temp_dir().join(format!("jwks-{}.json", Uuid::new_v4()));
+    std::fs::write(&path, r#"{"keys": []}"#).unwrap();
+    let config = |interval| AuthConfig {
+        jwt_secret: None,
+        jwks: Some(path.to_string_lossy().into_owned()),
+        jwt_issuer: Some(ISSUER.to_owned()),
+        jwks_refetch_interval_secs: interval,
+        ..AuthConfig::with_secret("unused")
+    };
+    let patient = Verifier::from_config(&config(3600)).await.unwrap();
+    let eager = Verifier::from_config(&config(0)).await.unwrap();
+    let token = signed(Algorithm::RS256, "rotated-in", &claims(Uuid::new_v4()));
+    assert!(eager.verify(&token).await.is_err());
+    let mut confused = Header::new(Algorithm::HS256);
+    confused.kid = Some("rotated-in".to_owned());
+    let confused = jsonwebtoken::encode(
+        &confused,
+        &claims(Uuid::new_v4()),
+        &EncodingKey::from_secret(RS_PUBLIC),
+    )
+    .unwrap();
+
+    std::fs::write(
+        &path,
+        serde_json::to_vec(&JwkSet { keys: vec![rs_jwk] }).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        eager.verify(&token).await.is_ok(),
+        "refetched on an unknown kid"
+    );
+    assert!(
+        patient.verify(&token).await.is_err(),
+        "not refetched within the interval"
+    );
+    assert!(
+        matches!(eager.verify(&confused).await, Err(AuthError::Algorithm)),
+        "HS256 is never verified with a public key"
+    );
+}
+
+#[sqlx::test]
+async fn a_nats_reconnect_clears_the_cache_so_missed_events_cannot_leave_it_stale(pool: PgPool) {
+    let (nats, js) = common::isolated_nats().await;
+    let server = common::nats_url();
+    let server: &'static str = Box::leak(
+        server
+            .trim_start_matches("nats://")
+            .to_owned()
+            .into_boxed_str(),
+    );
+    let proxy = common::Proxy::start(server).await;
+    let through_proxy = NatsConfig {
+        url: format!("nats://127.0.0.1:{}", proxy.port),
+        ..nats.clone()
+    };
+    let api = spawn_api(&pool, &through_proxy).await;
+    let (track, user, _) = started(&pool).await;
+    let path = progress_path(user, track.id);
+    let token = token_for(user);
+    assert_eq!(version_of(api.get(&path, Some(&token)).await).await, 1);
+
+    proxy.cut();
+    let v2 = complete(&pool, &track, user, 0).await;
+    publish(&js, &nats, &event(&v2, 3)).await; // this replica cannot hear it
+    proxy.restore();
+
+    common::eventually(
+        Duration::from_secs(10),
+        "version 2 after the reconnect",
+        || async {
+            let version = version_of(api.get(&path, Some(&token)).await).await;
+            (version == 2).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(api.progress_queries(), 2);
+    common::delete_streams(&js, &nats).await;
+}
