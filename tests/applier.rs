@@ -119,6 +119,21 @@ async fn stop(applier: (CancellationToken, JoinHandle<Result<(), ApplierError>>)
     applier.1.await.unwrap().unwrap();
 }
 
+/// The applier's durable consumer as the server sees it (delivered, pending, unacked).
+async fn applier_info(
+    js: &jetstream::Context,
+    nats: &NatsConfig,
+) -> Option<jetstream::consumer::Info> {
+    let mut consumer = js
+        .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(
+            "progress-applier",
+            &nats.commands_stream,
+        )
+        .await
+        .ok()?;
+    consumer.info().await.ok().cloned()
+}
+
 async fn ledger_count(pool: &PgPool) -> i64 {
     sqlx::query_scalar("select count(*) from progress_ledger")
         .fetch_one(pool)
@@ -235,14 +250,7 @@ async fn a_command_published_twice_is_applied_once(pool: PgPool) {
         Seams::default(),
     );
     eventually(WAIT, "every command acked", || async {
-        let mut consumer = js
-            .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(
-                "progress-applier",
-                &nats.commands_stream,
-            )
-            .await
-            .ok()?;
-        let info = consumer.info().await.ok()?;
+        let info = applier_info(&js, &nats).await?;
         (info.num_ack_pending == 0 && info.num_pending == 0 && info.delivered.stream_sequence == 3)
             .then_some(())
     })
@@ -469,14 +477,7 @@ async fn a_crash_between_commit_and_ack_applies_nothing_twice_and_still_publishe
     let expected = expected_row(&commands);
     let events = read_stream(&js, &nats.events_stream, 1, WAIT).await;
     eventually(WAIT, "the commands acked after the restart", || async {
-        let mut consumer = js
-            .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(
-                "progress-applier",
-                &nats.commands_stream,
-            )
-            .await
-            .ok()?;
-        let info = consumer.info().await.ok()?;
+        let info = applier_info(&js, &nats).await?;
         (info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
     })
     .await;
@@ -532,14 +533,7 @@ async fn while_the_database_is_unreachable_nothing_is_dead_lettered(pool: PgPool
     }
     // the applier has taken the batch and is failing on it
     eventually(WAIT, "the commands delivered", || async {
-        let mut consumer = js
-            .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(
-                "progress-applier",
-                &nats.commands_stream,
-            )
-            .await
-            .ok()?;
-        let info = consumer.info().await.ok()?;
+        let info = applier_info(&js, &nats).await?;
         (info.delivered.stream_sequence == commands.len() as u64 && info.num_ack_pending > 0)
             .then_some(())
     })
