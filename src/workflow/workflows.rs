@@ -414,7 +414,7 @@ async fn publish(
         }
     });
     let receipt = ctx
-        .execute_activity(
+        .execute_local_activity(
             ProgressActivities::update_user_progress,
             command.clone(),
             publish_options(),
@@ -471,7 +471,7 @@ async fn reconcile(
         let to_publish = if round == 0 { Vec::new() } else { unconfirmed };
         for command in to_publish {
             let receipt = ctx
-                .execute_activity(
+                .execute_local_activity(
                     ProgressActivities::update_user_progress,
                     command.clone(),
                     publish_options(),
