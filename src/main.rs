@@ -1,12 +1,14 @@
 //! The `learning-progress` binary: parses the command line and calls one entry point per
 //! subcommand. Everything else lives in the library.
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use learning_progress::all::{self, AllConfig};
 use learning_progress::api::{self, ApiConfig};
 use learning_progress::applier::{self, ApplierConfig};
 use learning_progress::auth::{self, AuthConfig};
+use learning_progress::bench::{self, BenchConfig};
 use learning_progress::config::{DbConfig, LogFormat};
 use learning_progress::messaging::NatsConfig;
 use learning_progress::simulate::{self, SimulateConfig};
@@ -126,6 +128,8 @@ enum Command {
         #[command(flatten)]
         auth: AuthConfig,
     },
+    /// Run the side-by-side benchmarks, print the table and write the JSON results.
+    Bench(BenchConfig),
     /// Manage the track catalogue.
     Tracks {
         #[command(subcommand)]
@@ -149,10 +153,21 @@ enum TracksCommand {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    match cli.command {
+    match run(cli.command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // one line with the whole cause chain: what failed, and why
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::All {
             db,
             nats,
@@ -206,11 +221,14 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", auth::mint_dev_token(&auth, user, admin, ttl)?);
             Ok(())
         }
+        Command::Bench(config) => bench::run(config).await,
         Command::Tracks {
             command: TracksCommand::Create { title, units, db },
         } => {
             let pool = db::pool(&db)?;
-            let track = db::tracks::create_track(&pool, &title, units.into()).await?;
+            let track = db::tracks::create_track(&pool, &title, units.into())
+                .await
+                .with_context(|| format!("creating the track in {}", db.redacted_url()))?;
             println!("{}", serde_json::to_string_pretty(&track)?);
             Ok(())
         }
