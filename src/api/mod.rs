@@ -11,6 +11,7 @@
 //! plus the database, NATS ([`crate::messaging::NatsConfig`]) and auth ([`crate::auth`]) settings.
 //!
 //! - [`progress`]: the progress routes (one snapshot, every track, a live stream).
+//! - [`me`]: the caller, as its token identifies it.
 //! - [`ops`]: health, readiness, metrics and the OpenAPI document.
 //! - [`cache`]: the snapshot cache; [`feed`]: the events that keep it fresh.
 
@@ -18,6 +19,7 @@ mod auth;
 pub mod cache;
 mod error;
 pub mod feed;
+mod me;
 pub mod metrics;
 mod ops;
 mod progress;
@@ -101,6 +103,7 @@ impl ApiConfig {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .merge(progress::router())
+        .merge(me::router())
         .merge(ops::router())
         .fallback(|| async { ApiError::NoRoute })
         .layer(TimeoutLayer::with_status_code(

@@ -203,7 +203,9 @@ async fn load_ledger(
     Ok(rows.into_iter().collect())
 }
 
-async fn upsert_rows(
+/// Writes the merged rows with one batched upsert; public so the benchmark's raw-write anchor
+/// runs exactly this statement.
+pub async fn upsert_rows(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[&UserProgress],
 ) -> Result<(), sqlx::Error> {
@@ -254,7 +256,8 @@ async fn upsert_rows(
     Ok(())
 }
 
-struct LedgerRow<'a> {
+/// One `progress_ledger` row to insert.
+pub struct LedgerRow<'a> {
     command: &'a ProgressCommand,
     outcome: &'static str,
     reason: Option<String>,
@@ -262,7 +265,7 @@ struct LedgerRow<'a> {
 }
 
 impl<'a> LedgerRow<'a> {
-    fn new(
+    pub fn new(
         command: &'a ProgressCommand,
         outcome: &'static str,
         reason: Option<String>,
@@ -277,7 +280,8 @@ impl<'a> LedgerRow<'a> {
     }
 }
 
-async fn insert_ledger(
+/// Records the batch's commands with one batched insert (duplicates skipped).
+pub async fn insert_ledger(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[LedgerRow<'_>],
     now: DateTime<Utc>,

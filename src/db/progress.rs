@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use sqlx::{PgExecutor, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::model::{Action, AssessmentResults, Attempt, ProgressCommand, Status, UserProgress};
@@ -247,7 +247,19 @@ pub async fn update_user_progress(
     track_id: Uuid,
     update: &UserProgressUpdate,
 ) -> Result<Option<UserProgress>, ProgressError> {
-    ensure_units_in_track(pool, track_id, &update.unit_ids()).await?;
+    let mut conn = pool.acquire().await?;
+    update_user_progress_on(&mut conn, user_id, track_id, update).await
+}
+
+/// [`update_user_progress`] on one connection, so a caller can run it inside its own
+/// transaction (e.g. together with a ledger insert).
+pub async fn update_user_progress_on(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    track_id: Uuid,
+    update: &UserProgressUpdate,
+) -> Result<Option<UserProgress>, ProgressError> {
+    ensure_units_in_track(&mut *conn, track_id, &update.unit_ids()).await?;
     let (assessment_unit, attempt_id, attempt) = match &update.assessment {
         Some(a) => (
             Some(a.unit_id),
@@ -320,7 +332,7 @@ pub async fn update_user_progress(
     .bind(update.current_unit.and_then(|c| c.unit_id))
     .bind(update.completed_at)
     .bind(update.occurred_at)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?;
     row.map(UserProgress::try_from).transpose()
 }

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs the side-by-side benchmarks against the local stack (make bench) and writes
+# bench/results/latest.json. BENCH_SCALE=small for a quick look (under 3 minutes),
+# full (the default) for the published table, tiny for a smoke run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v wrk >/dev/null 2>&1; then
+  echo "bench: installing wrk (the HTTP load generator)" >&2
+  if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get install -y wrk >/dev/null 2>&1 || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y wrk >/dev/null; }
+fi
+
+cargo build --release --quiet
+# the harness and the API replicas it starts log only what matters; progress goes to stderr
+export RUST_LOG="${RUST_LOG:-warn}"
+exec target/release/learning-progress bench --scale "${BENCH_SCALE:-full}" "$@"
