@@ -558,3 +558,56 @@ async fn while_the_database_is_unreachable_nothing_is_dead_lettered(pool: PgPool
     stop(applier).await;
     common::delete_streams(&js, &nats).await;
 }
+
+#[sqlx::test]
+async fn a_nats_restart_loses_nothing_and_dead_letters_nothing(pool: PgPool) {
+    let mut server = common::NatsServer::start().await;
+    let nats = NatsConfig::isolated(server.url(), "restart");
+    let client = learning_progress::messaging::connect(&nats, "test")
+        .await
+        .unwrap();
+    let js = jetstream::new(client);
+    learning_progress::messaging::ensure_streams(&js, &nats)
+        .await
+        .unwrap();
+    let track = create_track(&pool, "Restart", 3).await.unwrap();
+    let (before, after) = (Uuid::new_v4(), Uuid::new_v4());
+    let config = ApplierConfig {
+        max_backoff_ms: 200,
+        ..ApplierConfig::default()
+    };
+    let applier = start_applier(&js, &pool, &nats, config, Seams::default());
+
+    let first = path(before, &track);
+    for command in &first {
+        publish(&js, &nats, command).await;
+    }
+    let expected = expected_row(&first);
+    eventually(WAIT, "the first learner applied", || {
+        row_at_version(&pool, before, track.id, expected.version)
+    })
+    .await;
+
+    server.kill().await;
+    server.restart().await;
+    // the clients reconnect by themselves; publishing waits until the stream answers again
+    let second = path(after, &track);
+    for command in &second {
+        eventually(WAIT, "a publish accepted after the restart", || async {
+            publish_command(&js, &nats, command).await.ok()?.await.ok()
+        })
+        .await;
+    }
+    let expected = expected_row(&second);
+    let row = eventually(WAIT, "the second learner applied", || {
+        row_at_version(&pool, after, track.id, expected.version)
+    })
+    .await;
+    assert!(row.content_eq(&expected));
+    assert_eq!(
+        ledger_count(&pool).await,
+        (first.len() + second.len()) as i64
+    );
+    assert_eq!(stream_len(&js, &nats.dlq_stream).await, 0);
+    stop(applier).await;
+}
