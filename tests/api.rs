@@ -712,10 +712,25 @@ async fn health_metrics_and_the_openapi_document_are_served(pool: PgPool) {
         "/readyz",
         "/metrics",
         "/openapi.json",
+        "/api/v1/me",
     ] {
         assert!(paths.contains_key(route), "{route} is not documented");
     }
-    assert_eq!(paths.len(), 7, "every documented path is served");
+    assert_eq!(paths.len(), 8, "every documented path is served");
+    common::delete_streams(&js, &nats).await;
+}
+
+#[sqlx::test]
+async fn me_names_the_caller_of_a_valid_token(pool: PgPool) {
+    let (nats, js) = common::isolated_nats().await;
+    let api = spawn_api(&pool, &nats).await;
+    let user = Uuid::new_v4();
+    let response = api.get("/api/v1/me", Some(&token_for(user))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body, json!({ "user_id": user.to_string(), "admin": false }));
+    let anonymous = api.get("/api/v1/me", None).await;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     common::delete_streams(&js, &nats).await;
 }
 

@@ -68,17 +68,17 @@ async fn with_an_auth_schema_a_user_reads_only_their_own_progress(pool: PgPool) 
 
     // roles are cluster-wide: a unique name, dropped at the end
     let role = format!("rls_reader_{}", Uuid::new_v4().simple());
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+    sqlx::raw_sql(&format!(
         "create role {role} nologin; grant usage on schema auth to {role};
          grant select on user_progress, learning_tracks to {role};"
-    )))
+    ))
     .execute(&pool)
     .await
     .unwrap();
     let mut tx = pool.begin().await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+    sqlx::raw_sql(&format!(
         "set local role {role}; select set_config('request.jwt.claim.sub', '{me}', true);"
-    )))
+    ))
     .execute(&mut *tx)
     .await
     .unwrap();
@@ -91,12 +91,10 @@ async fn with_an_auth_schema_a_user_reads_only_their_own_progress(pool: PgPool) 
         .await
         .unwrap();
     tx.rollback().await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "drop owned by {role}; drop role {role};"
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
+    sqlx::raw_sql(&format!("drop owned by {role}; drop role {role};"))
+        .execute(&pool)
+        .await
+        .unwrap();
 
     assert_eq!(visible, vec![me]);
     assert_eq!(tracks, 1);

@@ -230,6 +230,7 @@ impl Applier {
     }
 
     async fn process(&self, batch: &[Message]) -> Result<(), Attempt> {
+        let started = std::time::Instant::now();
         let incoming: Vec<Incoming<'_>> = batch.iter().map(|m| self.decode(m)).collect();
         let commands: Vec<ProgressCommand> = incoming
             .iter()
@@ -246,6 +247,7 @@ impl Applier {
         if self.seams.halt_after_commit.load(Ordering::SeqCst) {
             return Err(Attempt::Halted);
         }
+        let committed = started.elapsed();
 
         let mut acks = Vec::new();
         for item in &incoming {
@@ -268,13 +270,20 @@ impl Applier {
         for ack in futures::future::join_all(acks.into_iter().map(|a| a.into_future())).await {
             ack.map_err(publish_error)?;
         }
+        let published = started.elapsed();
         for message in batch {
             // a lost ack only means a redelivery, which the ledger absorbs
             if let Err(e) = message.ack().await {
                 tracing::warn!(error = %e, subject = %message.subject, "ack failed; the command will be redelivered");
             }
         }
-        tracing::debug!(messages = batch.len(), "batch done");
+        tracing::debug!(
+            messages = batch.len(),
+            commit_ms = committed.as_secs_f64() * 1e3,
+            publish_ms = (published - committed).as_secs_f64() * 1e3,
+            ack_ms = (started.elapsed() - published).as_secs_f64() * 1e3,
+            "batch done"
+        );
         Ok(())
     }
 

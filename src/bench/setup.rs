@@ -35,7 +35,7 @@ impl BenchDb {
         let name = format!("bench_{}", Uuid::new_v4().simple());
         let mut admin = server.connect().await.context("connecting to PostgreSQL")?;
         // the name is ours: `bench_` and a uuid
-        sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+        sqlx::query(&format!("create database {name}"))
             .execute(&mut admin)
             .await?;
         admin.close().await?;
@@ -58,10 +58,10 @@ impl BenchDb {
     pub async fn drop(self) -> anyhow::Result<()> {
         self.pool.close().await;
         let mut admin = self.server.connect().await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
+        sqlx::query(&format!(
             "drop database if exists {} with (force)",
             self.name
-        )))
+        ))
         .execute(&mut admin)
         .await?;
         Ok(())
