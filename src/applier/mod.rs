@@ -99,7 +99,8 @@ pub async fn run(
         .create_consumer_on_stream(
             pull::Config {
                 durable_name: Some(config.durable.clone()),
-                filter_subject: nats.commands_filter(),
+                // no filter: the stream holds only commands, and a filtered consumer is much
+                // slower to deliver on nats-server 2.9 (seen: 15-message batches, 237 cmd/s)
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
                 ack_wait: Duration::from_secs(config.ack_wait_secs),
                 // transient faults must never exhaust deliveries: retry for ever
