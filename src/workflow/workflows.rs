@@ -18,8 +18,8 @@ use temporalio_sdk::{
 use uuid::Uuid;
 
 use super::activities::{
-    ProgressActivities, ReconcileRequest, ResumePoint, ResumeRequest, publish_options,
-    reconcile_options,
+    ProgressActivities, PublishReceipt, ReconcileRequest, ResumePoint, ResumeRequest,
+    publish_options, reconcile_options,
 };
 use crate::model::{Action, ProgressCommand};
 
@@ -413,13 +413,7 @@ async fn publish(
             action,
         }
     });
-    let receipt = ctx
-        .execute_local_activity(
-            ProgressActivities::update_user_progress,
-            command.clone(),
-            publish_options(),
-        )
-        .await?;
+    let receipt = send(ctx, &command).await?;
     if !ctx.is_replaying() {
         tracing::debug!(
             workflow.id = workflow_id,
@@ -432,6 +426,20 @@ async fn publish(
     }
     ctx.state_mut(|s| s.record_published(command));
     Ok(())
+}
+
+/// Runs the publishing activity for `command` and returns JetStream's receipt.
+async fn send(
+    ctx: &mut WorkflowContext<LearningPathWorkflow>,
+    command: &ProgressCommand,
+) -> WorkflowResult<PublishReceipt> {
+    Ok(ctx
+        .execute_local_activity(
+            ProgressActivities::update_user_progress,
+            command.clone(),
+            publish_options(),
+        )
+        .await?)
 }
 
 /// Asks the projection which published seqs it lacks and re-publishes them (same ids), up to
@@ -470,13 +478,7 @@ async fn reconcile(
         // behind, and re-publishing everything it has not applied yet would double the work
         let to_publish = if round == 0 { Vec::new() } else { unconfirmed };
         for command in to_publish {
-            let receipt = ctx
-                .execute_local_activity(
-                    ProgressActivities::update_user_progress,
-                    command.clone(),
-                    publish_options(),
-                )
-                .await?;
+            let receipt = send(ctx, &command).await?;
             if !ctx.is_replaying() {
                 tracing::info!(
                     workflow.id = ctx.workflow_id(),
