@@ -555,12 +555,9 @@ async fn a_slow_load_racing_an_event_never_leaves_the_older_snapshot(pool: PgPoo
     release.notify_one();
 
     let answered = reader.await.unwrap();
-    assert_eq!(
-        answered.progress.version, 2,
-        "the reader gets the newer snapshot"
-    );
-    assert_eq!(cache.peek(key).await.unwrap().progress.version, 2);
-    assert_eq!(cache.get(key).await.unwrap().unwrap().progress.version, 2);
+    assert_eq!(answered.version(), 2, "the reader gets the newer snapshot");
+    assert_eq!(cache.peek(key).await.unwrap().version(), 2);
+    assert_eq!(cache.get(key).await.unwrap().unwrap().version(), 2);
 }
 
 #[sqlx::test]

@@ -1,4 +1,8 @@
-//! The snapshot cache: one [`ProgressView`] per (user, track), fed by reads and by events.
+//! The snapshot cache: one [`Snapshot`] per (user, track), fed by reads and by events.
+//!
+//! A snapshot is kept as the JSON it is served as, serialised once when it is cached: a hit
+//! copies no structure and serialises nothing, and an entry costs its bytes (about 1 KB for a
+//! typical learner) instead of the several allocations of a [`ProgressView`].
 //!
 //! Invariant: a key's cached version never goes down. Every write — a loaded row, an event, a
 //! listed row — goes through [`ProgressCache::offer`], a moka `and_compute_with` that keeps the
@@ -15,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 use moka::ops::compute::{CompResult, Op};
@@ -26,8 +31,53 @@ use super::Metrics;
 use crate::db::progress::ProgressError;
 use crate::model::{ProgressEvent, ProgressView};
 
-/// A snapshot as served; shared, never mutated.
-pub type Snapshot = Arc<ProgressView>;
+/// A snapshot as served: its key, its version and its JSON body. Cloning shares the body.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    key: Key,
+    version: i64,
+    json: Bytes,
+}
+
+impl Snapshot {
+    pub fn new(view: &ProgressView) -> Snapshot {
+        let json = serde_json::to_vec(view).expect("a progress view always serialises");
+        Snapshot {
+            key: (view.progress.user_id, view.progress.track_id),
+            version: view.progress.version,
+            json: Bytes::from(json),
+        }
+    }
+
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+
+    /// The [`ProgressView`] as JSON, exactly as the API serves it.
+    pub fn json(&self) -> &Bytes {
+        &self.json
+    }
+
+    /// The JSON as text, for Server-Sent Events.
+    pub fn json_str(&self) -> &str {
+        std::str::from_utf8(&self.json).expect("serde_json writes UTF-8")
+    }
+
+    /// The same body, one allocation for both: tells an offered snapshot from a cached one.
+    fn same(&self, other: &Snapshot) -> bool {
+        self.json.as_ptr() == other.json.as_ptr() && self.json.len() == other.json.len()
+    }
+}
+
+impl From<&ProgressView> for Snapshot {
+    fn from(view: &ProgressView) -> Snapshot {
+        Snapshot::new(view)
+    }
+}
 
 /// (user_id, track_id)
 pub type Key = (Uuid, Uuid);
@@ -152,7 +202,7 @@ impl ProgressCache {
     /// Caches `snapshot` unless the cached one is at least as new; returns the one that is
     /// cached afterwards (the newer of the two).
     pub async fn offer(&self, snapshot: Snapshot) -> Snapshot {
-        let key = key_of(&snapshot);
+        let key = snapshot.key();
         let offered = snapshot.clone();
         let result = self
             .inner
@@ -160,11 +210,7 @@ impl ProgressCache {
             .entry(key)
             .and_compute_with(|current| {
                 let op = match current {
-                    Some(current)
-                        if current.value().progress.version >= offered.progress.version =>
-                    {
-                        Op::Nop
-                    }
+                    Some(current) if current.value().version() >= offered.version() => Op::Nop,
                     _ => Op::Put(offered),
                 };
                 std::future::ready(op)
@@ -184,9 +230,9 @@ impl ProgressCache {
 
     /// Applies an event's snapshot if it is newer than the cached one; returns whether it was.
     pub async fn apply(&self, event: &ProgressEvent) -> bool {
-        let offered = Arc::new(event.progress.clone());
+        let offered = Snapshot::new(&event.progress);
         let cached = self.offer(offered.clone()).await;
-        let applied = Arc::ptr_eq(&cached, &offered);
+        let applied = cached.same(&offered);
         let outcome = if applied { "applied" } else { "stale" };
         self.inner
             .metrics
@@ -224,14 +270,11 @@ impl ProgressCache {
         // subscribe before reading, so a change between the two is not lost
         let mut changes = self.changes();
         let mut current = self.get(key).await?;
-        let reached = |s: &Option<Snapshot>| {
-            s.as_ref()
-                .is_some_and(|s| s.progress.version >= min_version)
-        };
+        let reached = |s: &Option<Snapshot>| s.as_ref().is_some_and(|s| s.version() >= min_version);
         while !reached(&current) {
             let seen = match tokio::time::timeout_at(deadline, changes.recv()).await {
                 Err(_elapsed) => break,
-                Ok(Ok(snapshot)) if key_of(&snapshot) == key => Some(snapshot),
+                Ok(Ok(snapshot)) if snapshot.key() == key => Some(snapshot),
                 Ok(Ok(_)) => continue,
                 Ok(Err(broadcast::error::RecvError::Lagged(_))) => self.peek(key).await,
                 Ok(Err(broadcast::error::RecvError::Closed)) => break,
@@ -251,9 +294,9 @@ impl ProgressCache {
         let task = tokio::spawn(async move {
             let result = match inner.source.load(key).await {
                 Ok(Some(view)) if inner.generation.load(Ordering::SeqCst) == generation => {
-                    Ok(Some(cache.offer(Arc::new(view)).await))
+                    Ok(Some(cache.offer(Snapshot::new(&view)).await))
                 }
-                Ok(Some(view)) => Ok(Some(Arc::new(view))),
+                Ok(Some(view)) => Ok(Some(Snapshot::new(&view))),
                 // an event may have created the learner's progress while the query ran
                 Ok(None) => Ok(inner.entries.get(&key).await),
                 Err(error) => Err(Arc::new(error)),
@@ -272,18 +315,10 @@ impl ProgressCache {
     }
 }
 
-fn key_of(snapshot: &ProgressView) -> Key {
-    (snapshot.progress.user_id, snapshot.progress.track_id)
-}
-
 /// The newer of two snapshots of one key.
 fn newer(a: Option<Snapshot>, b: Option<Snapshot>) -> Option<Snapshot> {
     match (a, b) {
-        (Some(a), Some(b)) => Some(if b.progress.version > a.progress.version {
-            b
-        } else {
-            a
-        }),
+        (Some(a), Some(b)) => Some(if b.version() > a.version() { b } else { a }),
         (a, b) => a.or(b),
     }
 }

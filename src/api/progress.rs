@@ -2,13 +2,14 @@
 
 use std::convert::Infallible;
 
+use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use bytes::Bytes;
 use futures::Stream;
 use serde::Deserialize;
 use tokio::sync::broadcast;
@@ -63,11 +64,11 @@ async fn show(
     .map_err(ApiError::internal)?;
     let snapshot = snapshot.ok_or(ApiError::NotFound)?;
 
-    let etag = format!("\"{}\"", snapshot.progress.version);
+    let etag = format!("\"{}\"", snapshot.version());
     let mut response = if matches_etag(&headers, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        Json(&*snapshot).into_response()
+        json_body(snapshot.json().clone())
     };
     let response_headers = response.headers_mut();
     response_headers.insert(
@@ -95,16 +96,22 @@ fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
         .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
 }
 
-#[derive(serde::Serialize)]
-struct ProgressList {
-    progress: Vec<Snapshot>,
+fn json_body(body: Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn list(
     State(state): State<ApiState>,
     principal: Principal,
     path: Result<Path<Uuid>, PathRejection>,
-) -> Result<Json<ProgressList>, ApiError> {
+) -> Result<Response, ApiError> {
     let Path(user_id) = path?;
     authorize(&principal, user_id)?;
     state
@@ -115,12 +122,19 @@ async fn list(
     let views = crate::db::views::list_progress_views(state.pool(), user_id)
         .await
         .map_err(ApiError::internal)?;
-    let mut progress = Vec::with_capacity(views.len());
-    // through the cache, so this answer is never older than a snapshot served before
-    for view in views {
-        progress.push(state.cache().offer(view.into()).await);
+    // `{"progress": [...]}`, each element the cached JSON, offered through the cache so this
+    // answer is never older than a snapshot served before
+    let mut body = Vec::with_capacity(16 + views.len() * 1024);
+    body.extend_from_slice(b"{\"progress\":[");
+    for (i, view) in views.iter().enumerate() {
+        let snapshot = state.cache().offer(Snapshot::new(view)).await;
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(snapshot.json());
     }
-    Ok(Json(ProgressList { progress }))
+    body.extend_from_slice(b"]}");
+    Ok(json_body(Bytes::from(body)))
 }
 
 async fn stream(
@@ -160,22 +174,20 @@ impl Follow {
     async fn next(mut self) -> Option<(Result<Event, Infallible>, Follow)> {
         loop {
             if let Some(snapshot) = self.pending.take()
-                && snapshot.progress.version > self.sent
+                && snapshot.version() > self.sent
             {
-                self.sent = snapshot.progress.version;
+                self.sent = snapshot.version();
                 let event = Event::default()
                     .event("progress")
-                    .id(snapshot.progress.version.to_string())
-                    .json_data(&*snapshot)
-                    .expect("snapshots serialize");
+                    .id(snapshot.version().to_string())
+                    .data(snapshot.json_str());
                 return Some((Ok(event), self));
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => return None,
                 change = self.changes.recv() => match change {
                     Ok(snapshot) => {
-                        let p = &snapshot.progress;
-                        if (p.user_id, p.track_id) == self.key {
+                        if snapshot.key() == self.key {
                             self.pending = Some(snapshot);
                         }
                     }

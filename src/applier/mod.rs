@@ -2,7 +2,8 @@
 //! progress commands exactly once to PostgreSQL and announces each change as an event.
 //!
 //! Per batch: decode → one transaction ([`batch::apply_batch`]) → publish events and dead
-//! letters, await JetStream's acks → ack the commands. A crash anywhere before the last step
+//! letters, await JetStream's acks → ack the commands. The last two steps of one batch overlap
+//! the transaction of the next. A crash anywhere before the last step
 //! means redelivery, which the ledger turns into a duplicate that re-publishes its event.
 //! Transient faults (database or NATS down) are retried with capped backoff and never
 //! dead-lettered; permanent ones (undecodable, unknown type, foreign unit, wrong subject) are.
@@ -12,15 +13,16 @@ mod dlq;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind, Message, consumer::pull};
 use futures::StreamExt;
 use sqlx::PgPool;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::messaging::{self, NatsConfig, header_str};
-use crate::model::{ProgressCommand, decode_command};
+use crate::model::{ProgressCommand, ProgressEvent, decode_command};
 use batch::Outcome;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -114,13 +116,18 @@ pub async fn run(
         .map_err(|e| setup(&e))?;
     tracing::info!(durable = %config.durable, stream = %nats.commands_stream, batch_size = config.batch_size, "applier consuming");
 
-    let applier = Applier {
+    let applier = Arc::new(Applier {
         js,
         pool,
         nats,
         config,
         seams,
-    };
+    });
+    // Two stages overlap: while one batch's events and dead letters are published and its
+    // commands acked, the next batch's transaction runs. At most one batch is delivering, so
+    // events leave in commit order and a crash loses at most two batches' acks, which the
+    // ledger turns into duplicates on redelivery.
+    let mut delivering: Option<JoinHandle<()>> = None;
     'consume: while !shutdown.is_cancelled() {
         let messages = match consumer
             .stream()
@@ -157,10 +164,25 @@ pub async fn run(
                     Err(e) => tracing::warn!(error = %e, "pull stream error; resuming"),
                 }
             }
-            if !batch.is_empty() {
-                applier.process_until_done(&batch, &shutdown).await?;
+            if batch.is_empty() {
+                continue;
             }
+            let Some(committed) = applier.commit_until_done(batch, &shutdown).await? else {
+                break 'consume;
+            };
+            if let Some(previous) = delivering.take() {
+                previous.await.expect("delivering a batch does not panic");
+            }
+            let applier = applier.clone();
+            let shutdown = shutdown.clone();
+            delivering = Some(tokio::spawn(async move {
+                applier.deliver_until_done(committed, &shutdown).await
+            }));
         }
+    }
+    // the batch in hand is finished: its events published and its commands acked
+    if let Some(last) = delivering {
+        last.await.expect("delivering a batch does not panic");
     }
     tracing::info!("applier stopped");
     Ok(())
@@ -195,100 +217,159 @@ struct Applier {
     seams: Seams,
 }
 
-/// A message and what decoding made of it.
-struct Incoming<'m> {
-    message: &'m Message,
-    command: Result<ProgressCommand, (&'static str, String)>,
+/// A decoded command, or why a message can never be one: (reason, error).
+type Decoded = Result<ProgressCommand, (&'static str, String)>;
+
+/// A committed batch and what it still owes: the messages to ack and what to publish first.
+struct Committed {
+    batch: Vec<Message>,
+    sends: Vec<Send>,
+    started: Instant,
+    commit_ms: f64,
+}
+
+/// One publish a committed batch owes before its commands may be acked.
+enum Send {
+    Event(Box<ProgressEvent>),
+    /// The message at this index of the batch, dead-lettered for `reason`.
+    DeadLetter {
+        index: usize,
+        reason: &'static str,
+        error: String,
+    },
 }
 
 impl Applier {
-    /// Retries a batch with capped exponential backoff until it is done or shutdown fires
-    /// (then the unacked messages are redelivered to whoever runs next).
-    async fn process_until_done(
+    /// Commits a batch, retrying with capped exponential backoff while the failure is
+    /// transient. `None` when shutdown fires first (the messages are then redelivered to
+    /// whoever runs next).
+    async fn commit_until_done(
         &self,
-        batch: &[Message],
+        batch: Vec<Message>,
         shutdown: &CancellationToken,
-    ) -> Result<(), ApplierError> {
-        let mut backoff = Duration::from_millis(100);
+    ) -> Result<Option<Committed>, ApplierError> {
+        let mut backoff = Backoff::new(self.config.max_backoff_ms);
         loop {
-            match self.process(batch).await {
-                Ok(()) => return Ok(()),
-                Err(Attempt::Halted) => return Err(ApplierError::Halted),
-                Err(Attempt::Transient(e)) => {
-                    tracing::warn!(error = %e, messages = batch.len(), retry_in_ms = backoff.as_millis() as u64, "batch failed; will retry");
-                    for message in batch {
-                        // keep JetStream from redelivering while we retry; fails while NATS is down
-                        let _ = message.ack_with(AckKind::Progress).await;
+            match self.commit(&batch).await {
+                Ok((sends, started, commit_ms)) => {
+                    if self.seams.halt_after_commit.load(Ordering::SeqCst) {
+                        return Err(ApplierError::Halted);
                     }
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(backoff) => {}
+                    return Ok(Some(Committed {
+                        batch,
+                        sends,
+                        started,
+                        commit_ms,
+                    }));
+                }
+                Err(e) => {
+                    if !backoff.wait(&e, &batch, shutdown).await {
+                        return Ok(None);
                     }
-                    backoff = (backoff * 2).min(Duration::from_millis(self.config.max_backoff_ms));
                 }
             }
         }
     }
 
-    async fn process(&self, batch: &[Message]) -> Result<(), Attempt> {
-        let started = std::time::Instant::now();
-        let incoming: Vec<Incoming<'_>> = batch.iter().map(|m| self.decode(m)).collect();
-        let commands: Vec<ProgressCommand> = incoming
+    /// Decodes a batch and applies it in one transaction; returns what must be published.
+    async fn commit(&self, batch: &[Message]) -> Result<(Vec<Send>, Instant, f64), Transient> {
+        let started = Instant::now();
+        let decoded: Vec<Decoded> = batch.iter().map(|m| self.decode(m)).collect();
+        let commands: Vec<ProgressCommand> = decoded
             .iter()
-            .filter_map(|i| i.command.as_ref().ok().cloned())
+            .filter_map(|d| d.as_ref().ok().cloned())
             .collect();
         let mut outcomes = if commands.is_empty() {
             Vec::new()
         } else {
-            batch::apply_batch(&self.pool, &commands)
-                .await
-                .map_err(Transient::from)?
+            batch::apply_batch(&self.pool, &commands).await?
         }
         .into_iter();
-        if self.seams.halt_after_commit.load(Ordering::SeqCst) {
-            return Err(Attempt::Halted);
-        }
-        let committed = started.elapsed();
-
-        let mut acks = Vec::new();
-        for item in &incoming {
-            let publish = match &item.command {
-                Err((reason, error)) => Some(self.dead_letter(item.message, reason, error).await?),
+        let mut sends = Vec::new();
+        for (index, decoded) in decoded.into_iter().enumerate() {
+            let send = match decoded {
+                Err((reason, error)) => Some(Send::DeadLetter {
+                    index,
+                    reason,
+                    error,
+                }),
                 Ok(_) => match outcomes.next().expect("one outcome per command") {
-                    Outcome::Applied(event) | Outcome::Duplicate(Some(event)) => Some(
-                        messaging::publish_event(&self.js, &self.nats, &event)
-                            .await
-                            .map_err(publish_error)?,
-                    ),
-                    Outcome::Rejected { reason, error } => {
-                        Some(self.dead_letter(item.message, reason, &error).await?)
+                    Outcome::Applied(event) | Outcome::Duplicate(Some(event)) => {
+                        Some(Send::Event(event))
                     }
+                    Outcome::Rejected { reason, error } => Some(Send::DeadLetter {
+                        index,
+                        reason,
+                        error,
+                    }),
                     Outcome::Noop | Outcome::Duplicate(None) => None,
                 },
             };
-            acks.extend(publish);
+            sends.extend(send);
         }
-        for ack in futures::future::join_all(acks.into_iter().map(|a| a.into_future())).await {
-            ack.map_err(publish_error)?;
-        }
-        let published = started.elapsed();
-        for message in batch {
+        Ok((sends, started, started.elapsed().as_secs_f64() * 1e3))
+    }
+
+    /// Publishes what a committed batch owes, then acks its commands; publishing is retried
+    /// (events and dead letters carry stable `Nats-Msg-Id`s, so a retry stores nothing twice).
+    async fn deliver_until_done(&self, committed: Committed, shutdown: &CancellationToken) {
+        let mut backoff = Backoff::new(self.config.max_backoff_ms);
+        let published_at = loop {
+            match self.publish(&committed).await {
+                Ok(()) => break Instant::now(),
+                Err(e) => {
+                    if !backoff.wait(&e, &committed.batch, shutdown).await {
+                        return;
+                    }
+                }
+            }
+        };
+        for message in &committed.batch {
             // a lost ack only means a redelivery, which the ledger absorbs
             if let Err(e) = message.ack().await {
                 tracing::warn!(error = %e, subject = %message.subject, "ack failed; the command will be redelivered");
             }
         }
+        let total_ms = committed.started.elapsed().as_secs_f64() * 1e3;
+        let done_ms = (published_at - committed.started).as_secs_f64() * 1e3;
         tracing::debug!(
-            messages = batch.len(),
-            commit_ms = committed.as_secs_f64() * 1e3,
-            publish_ms = (published - committed).as_secs_f64() * 1e3,
-            ack_ms = (started.elapsed() - published).as_secs_f64() * 1e3,
+            messages = committed.batch.len(),
+            commit_ms = committed.commit_ms,
+            publish_ms = done_ms - committed.commit_ms,
+            ack_ms = total_ms - done_ms,
             "batch done"
         );
+    }
+
+    async fn publish(&self, committed: &Committed) -> Result<(), Transient> {
+        let mut acks = Vec::with_capacity(committed.sends.len());
+        for send in &committed.sends {
+            let ack = match send {
+                Send::Event(event) => messaging::publish_event(&self.js, &self.nats, event).await,
+                Send::DeadLetter {
+                    index,
+                    reason,
+                    error,
+                } => {
+                    dlq::dead_letter(
+                        &self.js,
+                        &self.nats,
+                        &committed.batch[*index],
+                        reason,
+                        error,
+                    )
+                    .await
+                }
+            };
+            acks.push(ack.map_err(publish_error)?);
+        }
+        for ack in futures::future::join_all(acks.into_iter().map(|a| a.into_future())).await {
+            ack.map_err(publish_error)?;
+        }
         Ok(())
     }
 
-    fn decode<'m>(&self, message: &'m Message) -> Incoming<'m> {
+    fn decode(&self, message: &Message) -> Decoded {
         let command = decode_command(&message.payload)
             .map_err(|e| (e.reason(), e.to_string()))
             .and_then(|command| {
@@ -306,29 +387,43 @@ impl Applier {
             let id = header_str(message.headers.as_ref(), "Nats-Msg-Id").unwrap_or("-");
             tracing::warn!(reason, error, subject = %message.subject, msg_id = id, "dead-lettering command");
         }
-        Incoming { message, command }
-    }
-
-    async fn dead_letter(
-        &self,
-        message: &Message,
-        reason: &str,
-        error: &str,
-    ) -> Result<jetstream::context::PublishAckFuture, Attempt> {
-        dlq::dead_letter(&self.js, &self.nats, message, reason, error)
-            .await
-            .map_err(|e| Attempt::Transient(publish_error(e)))
+        command
     }
 }
 
-enum Attempt {
-    Transient(Transient),
-    Halted,
+/// Capped exponential backoff between retries of a batch that failed for a transient reason.
+struct Backoff {
+    next: Duration,
+    max: Duration,
 }
 
-impl From<Transient> for Attempt {
-    fn from(e: Transient) -> Attempt {
-        Attempt::Transient(e)
+impl Backoff {
+    fn new(max_ms: u64) -> Backoff {
+        Backoff {
+            next: Duration::from_millis(100),
+            max: Duration::from_millis(max_ms),
+        }
+    }
+
+    /// Logs `error`, keeps JetStream from redelivering `batch` meanwhile, and sleeps; false
+    /// when shutdown fired first.
+    async fn wait(
+        &mut self,
+        error: &Transient,
+        batch: &[Message],
+        shutdown: &CancellationToken,
+    ) -> bool {
+        tracing::warn!(error = %error, messages = batch.len(), retry_in_ms = self.next.as_millis() as u64, "batch failed; will retry");
+        for message in batch {
+            // fails while NATS is down, which is fine: redelivery is harmless
+            let _ = message.ack_with(AckKind::Progress).await;
+        }
+        let slept = tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(self.next) => true,
+        };
+        self.next = (self.next * 2).min(self.max);
+        slept
     }
 }
 
