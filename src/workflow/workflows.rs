@@ -26,9 +26,6 @@ use crate::model::{Action, ProgressCommand};
 /// Namespace of the UUIDv5 command ids; changing it would re-identify every future command.
 pub const COMMAND_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5b0e_7f3c_2d4a_4c61_9e8f_61a2_b3c4_d5e6);
 
-/// Keeps each run's history far below Temporal's limits; the state carries over.
-const COMMANDS_PER_RUN: u32 = 500;
-
 /// Reconcile waits double between rounds up to this, so a long applier outage is outlasted
 /// without hammering it, and a re-publish eventually falls outside JetStream's duplicate window.
 const MAX_RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
@@ -58,9 +55,17 @@ pub struct LearningPathInput {
     /// The first wait between reconcile rounds; it doubles up to a minute.
     #[serde(default = "default_reconcile_interval_ms")]
     pub reconcile_interval_ms: u64,
+    /// Commands one run publishes before it continues as new, keeping each run's history far
+    /// below Temporal's limits; the state carries over.
+    #[serde(default = "default_commands_per_run")]
+    pub commands_per_run: u32,
     /// Set only by continue-as-new.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carry: Option<Carry>,
+}
+
+fn default_commands_per_run() -> u32 {
+    500
 }
 
 fn default_quiet_period_ms() -> u64 {
@@ -84,6 +89,7 @@ impl LearningPathInput {
             quiet_period_ms: default_quiet_period_ms(),
             reconcile_rounds: default_reconcile_rounds(),
             reconcile_interval_ms: default_reconcile_interval_ms(),
+            commands_per_run: default_commands_per_run(),
             carry: None,
         }
     }
@@ -92,6 +98,9 @@ impl LearningPathInput {
 /// The state a run hands to the next one on continue-as-new.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Carry {
+    /// Runs before this one.
+    #[serde(default)]
+    pub runs: u32,
     pub seq: i64,
     pub completed_unit_ids: BTreeSet<Uuid>,
     pub attempt_ids: BTreeSet<Uuid>,
@@ -165,6 +174,9 @@ pub struct PathOutcome {
     pub completed_unit_ids: Vec<Uuid>,
     /// Seqs the projection still lacked when reconcile gave up; empty when all is applied.
     pub unreconciled_seqs: Vec<i64>,
+    /// Runs of this execution chain, the last included (more than one after continue-as-new).
+    #[serde(default)]
+    pub runs: u32,
 }
 
 #[workflow]
@@ -181,6 +193,8 @@ pub struct LearningPathWorkflow {
     /// Something was published since the last reconcile.
     dirty: bool,
     published_this_run: u32,
+    /// Runs before this one (continue-as-new).
+    previous_runs: u32,
 }
 
 #[workflow_methods]
@@ -199,9 +213,11 @@ impl LearningPathWorkflow {
             inbox: VecDeque::new(),
             dirty: false,
             published_this_run: 0,
+            previous_runs: 0,
         };
         if let Some(carry) = carry {
             workflow.started = true;
+            workflow.previous_runs = carry.runs;
             workflow.seq = carry.seq;
             workflow.completed = carry.completed_unit_ids;
             workflow.attempts = carry.attempt_ids;
@@ -245,10 +261,11 @@ impl LearningPathWorkflow {
                     seq: s.seq,
                     completed_unit_ids: s.view().completed_unit_ids,
                     unreconciled_seqs,
+                    runs: s.previous_runs + 1,
                 }));
             }
 
-            if ctx.state(|s| s.published_this_run >= COMMANDS_PER_RUN)
+            if ctx.state(|s| s.published_this_run >= s.input.commands_per_run.max(1))
                 || ctx.continue_as_new_suggested()
             {
                 // one check without re-publishing, only to carry fewer commands over
@@ -308,28 +325,28 @@ impl LearningPathWorkflow {
         _ctx: &WorkflowContextView,
         input: &UnitCompleted,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let queued = self.inbox.iter().any(
-            |i| matches!(i, Inbound::UnitCompleted { unit_id, .. } if *unit_id == input.unit_id),
-        );
-        if queued {
-            return Err(format!("unit {} is already completed", input.unit_id).into());
-        }
-        self.check_unit_completed(input.unit_id)?;
+        self.check_unit_update(input.unit_id)?;
         Ok(())
     }
 
-    /// Like the signal, but a bad request is refused before it enters the history.
+    /// Like the signal, but a bad request is refused: by the validator before it enters the
+    /// history, or, for what only the resumed state shows (a unit a previous run of this id
+    /// completed), once the run has resumed.
     #[update(name = "complete_unit")]
-    pub fn complete_unit(
-        &mut self,
-        ctx: &mut SyncWorkflowContext<Self>,
+    pub async fn complete_unit(
+        ctx: &mut WorkflowContext<Self>,
         input: UnitCompleted,
-    ) -> PathView {
-        self.enqueue(ctx.workflow_time(), |at| Inbound::UnitCompleted {
-            unit_id: input.unit_id,
-            at,
-        });
-        self.view()
+    ) -> Result<PathView, Box<dyn std::error::Error + Send + Sync>> {
+        ctx.wait_condition(|s: &Self| s.started).await?;
+        let at = ctx.workflow_time();
+        ctx.state_mut(|s| {
+            s.check_unit_update(input.unit_id)?;
+            s.enqueue(at, |at| Inbound::UnitCompleted {
+                unit_id: input.unit_id,
+                at,
+            });
+            Ok(s.view())
+        })
     }
 
     #[update_validator(record_assessment)]
@@ -338,28 +355,25 @@ impl LearningPathWorkflow {
         _ctx: &WorkflowContextView,
         input: &AssessmentRecorded,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let queued = self.inbox.iter().any(|i| {
-            matches!(i, Inbound::AssessmentRecorded { assessment, .. }
-                if assessment.attempt_id == input.attempt_id)
-        });
-        if queued {
-            return Err(format!("attempt {} is already recorded", input.attempt_id).into());
-        }
-        self.check_assessment(input)?;
+        self.check_assessment_update(input)?;
         Ok(())
     }
 
     #[update(name = "record_assessment")]
-    pub fn record_assessment(
-        &mut self,
-        ctx: &mut SyncWorkflowContext<Self>,
+    pub async fn record_assessment(
+        ctx: &mut WorkflowContext<Self>,
         input: AssessmentRecorded,
-    ) -> PathView {
-        self.enqueue(ctx.workflow_time(), |at| Inbound::AssessmentRecorded {
-            assessment: input,
-            at,
-        });
-        self.view()
+    ) -> Result<PathView, Box<dyn std::error::Error + Send + Sync>> {
+        ctx.wait_condition(|s: &Self| s.started).await?;
+        let at = ctx.workflow_time();
+        ctx.state_mut(|s| {
+            s.check_assessment_update(&input)?;
+            s.enqueue(at, |at| Inbound::AssessmentRecorded {
+                assessment: input,
+                at,
+            });
+            Ok(s.view())
+        })
     }
 }
 
@@ -548,6 +562,28 @@ impl LearningPathWorkflow {
         }
     }
 
+    /// An update is also refused when an accepted one for the same unit is still queued.
+    fn check_unit_update(&self, unit_id: Uuid) -> Result<(), String> {
+        let queued = self.inbox.iter().any(
+            |i| matches!(i, Inbound::UnitCompleted { unit_id: queued, .. } if *queued == unit_id),
+        );
+        if queued {
+            return Err(format!("unit {unit_id} is already completed"));
+        }
+        self.check_unit_completed(unit_id)
+    }
+
+    fn check_assessment_update(&self, a: &AssessmentRecorded) -> Result<(), String> {
+        let queued = self.inbox.iter().any(|i| {
+            matches!(i, Inbound::AssessmentRecorded { assessment, .. }
+                if assessment.attempt_id == a.attempt_id)
+        });
+        if queued {
+            return Err(format!("attempt {} is already recorded", a.attempt_id));
+        }
+        self.check_assessment(a)
+    }
+
     fn check_unit_completed(&self, unit_id: Uuid) -> Result<(), String> {
         if self.track_completed {
             return Err("the track is already completed".to_owned());
@@ -640,6 +676,7 @@ impl LearningPathWorkflow {
     fn carry_over(&self) -> LearningPathInput {
         LearningPathInput {
             carry: Some(Carry {
+                runs: self.previous_runs + 1,
                 seq: self.seq,
                 completed_unit_ids: self.completed.clone(),
                 attempt_ids: self.attempts.clone(),
