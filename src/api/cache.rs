@@ -45,7 +45,9 @@ impl Snapshot {
         Snapshot {
             key: (view.progress.user_id, view.progress.track_id),
             version: view.progress.version,
-            json: Bytes::from(json),
+            // exactly the bytes: the serialiser's buffer grows by doubling, and a cached
+            // snapshot would keep that slack for as long as it lives
+            json: Bytes::from(json.into_boxed_slice()),
         }
     }
 

@@ -150,9 +150,12 @@ pub async fn run(
         // large transactions under load
         let mut chunks = messages.ready_chunks(applier.config.batch_size);
         loop {
+            let waiting = Instant::now();
+            // unconstrained: under tokio's cooperative budget the channel reports "not ready"
+            // after 128 messages, which capped every batch at 128 however many had arrived
             let chunk = tokio::select! {
                 _ = shutdown.cancelled() => break 'consume,
-                chunk = chunks.next() => chunk,
+                chunk = tokio::task::unconstrained(chunks.next()) => chunk,
             };
             let Some(chunk) = chunk else {
                 continue 'consume;
@@ -167,9 +170,11 @@ pub async fn run(
             if batch.is_empty() {
                 continue;
             }
-            let Some(committed) = applier.commit_until_done(batch, &shutdown).await? else {
+            let waited_ms = waiting.elapsed().as_secs_f64() * 1e3;
+            let Some(mut committed) = applier.commit_until_done(batch, &shutdown).await? else {
                 break 'consume;
             };
+            committed.waited_ms = waited_ms;
             if let Some(previous) = delivering.take() {
                 previous.await.expect("delivering a batch does not panic");
             }
@@ -226,6 +231,9 @@ struct Committed {
     sends: Vec<Send>,
     started: Instant,
     commit_ms: f64,
+    /// How long the consumer waited for this batch's messages: near zero when the applier,
+    /// not the stream, is the bottleneck.
+    waited_ms: f64,
 }
 
 /// One publish a committed batch owes before its commands may be acked.
@@ -260,6 +268,7 @@ impl Applier {
                         sends,
                         started,
                         commit_ms,
+                        waited_ms: 0.0,
                     }));
                 }
                 Err(e) => {
@@ -334,6 +343,7 @@ impl Applier {
         let done_ms = (published_at - committed.started).as_secs_f64() * 1e3;
         tracing::debug!(
             messages = committed.batch.len(),
+            waited_ms = committed.waited_ms,
             commit_ms = committed.commit_ms,
             publish_ms = done_ms - committed.commit_ms,
             ack_ms = total_ms - done_ms,
