@@ -646,3 +646,65 @@ async fn a_nats_restart_loses_nothing_and_dead_letters_nothing(pool: PgPool) {
     assert_eq!(stream_len(&js, &nats.dlq_stream).await, 0);
     stop(applier).await;
 }
+
+/// The applier remembers each track's units; a unit added to a track later must still be
+/// accepted, not dead-lettered against the remembered set.
+#[sqlx::test]
+async fn a_unit_added_to_a_track_later_is_accepted(pool: PgPool) {
+    let (nats, js) = isolated_nats().await;
+    let track = create_track(&pool, "Growing", 2).await.unwrap();
+    let user = Uuid::new_v4();
+    let applier = start_applier(
+        &js,
+        &pool,
+        &nats,
+        ApplierConfig::default(),
+        Seams::default(),
+    );
+    let started = command(
+        user,
+        track.id,
+        1,
+        Action::TrackStarted {
+            current_unit_id: Some(track.units[0].id),
+        },
+    );
+    publish(&js, &nats, &started).await;
+    eventually(WAIT, "the start applied", || {
+        row_at_version(&pool, user, track.id, 1)
+    })
+    .await;
+
+    let added = Uuid::new_v4();
+    sqlx::query(
+        "insert into track_units (id, track_id, position, title, kind)
+         values ($1, $2, 2, 'Added later', 'lesson')",
+    )
+    .bind(added)
+    .bind(track.id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let completed = command(
+        user,
+        track.id,
+        2,
+        Action::UnitCompleted {
+            unit_id: added,
+            next_unit_id: None,
+        },
+    );
+    publish(&js, &nats, &completed).await;
+    let row = eventually(WAIT, "the added unit applied", || {
+        row_at_version(&pool, user, track.id, 2)
+    })
+    .await;
+    assert_eq!(row.completed_unit_ids, vec![added]);
+    assert_eq!(
+        stream_len(&js, &nats.dlq_stream).await,
+        0,
+        "nothing dead-lettered"
+    );
+    stop(applier).await;
+    common::delete_streams(&js, &nats).await;
+}

@@ -7,6 +7,7 @@
 //! duplicate and changes nothing.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -36,6 +37,7 @@ pub enum Outcome {
 /// Applies `commands` (in stream order) and returns one outcome per command, same order.
 pub async fn apply_batch(
     pool: &PgPool,
+    track_units: &TrackUnits,
     commands: &[ProgressCommand],
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     let now = crate::model::now_micros();
@@ -49,13 +51,7 @@ pub async fn apply_batch(
     lock_learners(&mut tx, &keys).await?;
     let mut rows = load_rows(&mut tx, &keys).await?;
     let seen = load_ledger(&mut tx, commands).await?;
-    let track_ids: Vec<Uuid> = keys
-        .iter()
-        .map(|k| k.1)
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let units = tracks::unit_sets(&mut *tx, &track_ids).await?;
+    let units = track_units.for_batch(&mut tx, commands).await?;
 
     let mut outcomes = Vec::with_capacity(commands.len());
     let mut ledger = Vec::with_capacity(commands.len());
@@ -76,7 +72,9 @@ pub async fn apply_batch(
             outcomes.push(Outcome::Duplicate(None));
             continue;
         }
-        if let Err((reason, error)) = check_units(command, units.get(&command.track_id)) {
+        if let Err((reason, error)) =
+            check_units(command, units.get(&command.track_id).map(|u| &**u))
+        {
             ledger.push(LedgerRow::new(
                 command,
                 "rejected",
@@ -110,6 +108,63 @@ pub async fn apply_batch(
     insert_ledger(&mut tx, &ledger, now).await?;
     tx.commit().await?;
     Ok(outcomes)
+}
+
+/// The unit sets of the tracks seen so far, so a batch does not read them every time.
+/// Tracks are a small catalogue whose units do not change under a running path; a set that
+/// would reject a command is re-read first, so a unit added to a track is never refused
+/// because of a stale set.
+#[derive(Debug, Default)]
+pub struct TrackUnits {
+    known: Mutex<HashMap<Uuid, Arc<HashSet<Uuid>>>>,
+}
+
+type UnitSets = HashMap<Uuid, Arc<HashSet<Uuid>>>;
+
+impl TrackUnits {
+    /// The unit sets of the batch's tracks: cached ones, read ones where unknown or where a
+    /// cached set would reject a command.
+    async fn for_batch(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        commands: &[ProgressCommand],
+    ) -> Result<UnitSets, sqlx::Error> {
+        let mut sets = UnitSets::new();
+        let mut read: HashSet<Uuid> = HashSet::new();
+        {
+            let known = self.known.lock().expect("track units lock poisoned");
+            for command in commands {
+                match known.get(&command.track_id) {
+                    Some(units) if check_units(command, Some(units)).is_ok() => {
+                        sets.insert(command.track_id, units.clone());
+                    }
+                    _ => {
+                        read.insert(command.track_id);
+                    }
+                }
+            }
+        }
+        if read.is_empty() {
+            return Ok(sets);
+        }
+        let read: Vec<Uuid> = read.into_iter().collect();
+        let fresh = tracks::unit_sets(&mut **tx, &read).await?;
+        let mut known = self.known.lock().expect("track units lock poisoned");
+        for track in read {
+            match fresh.get(&track) {
+                Some(units) => {
+                    let units = Arc::new(units.clone());
+                    known.insert(track, units.clone());
+                    sets.insert(track, units);
+                }
+                None => {
+                    known.remove(&track);
+                    sets.remove(&track);
+                }
+            }
+        }
+        Ok(sets)
+    }
 }
 
 fn event(

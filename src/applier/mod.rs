@@ -122,6 +122,7 @@ pub async fn run(
         nats,
         config,
         seams,
+        track_units: batch::TrackUnits::default(),
     });
     // Two stages overlap: while one batch's events and dead letters are published and its
     // commands acked, the next batch's transaction runs. At most one batch is delivering, so
@@ -220,6 +221,7 @@ struct Applier {
     nats: NatsConfig,
     config: ApplierConfig,
     seams: Seams,
+    track_units: batch::TrackUnits,
 }
 
 /// A decoded command, or why a message can never be one: (reason, error).
@@ -291,7 +293,7 @@ impl Applier {
         let mut outcomes = if commands.is_empty() {
             Vec::new()
         } else {
-            batch::apply_batch(&self.pool, &commands).await?
+            batch::apply_batch(&self.pool, &self.track_units, &commands).await?
         }
         .into_iter();
         let mut sends = Vec::new();
