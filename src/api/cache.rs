@@ -1,8 +1,9 @@
 //! The snapshot cache: one [`Snapshot`] per (user, track), fed by reads and by events.
 //!
-//! A snapshot is kept as the JSON it is served as, serialised once when it is cached: a hit
-//! copies no structure and serialises nothing, and an entry costs its bytes (about 1 KB for a
-//! typical learner) instead of the several allocations of a [`ProgressView`].
+//! A snapshot is kept as the JSON it is served as, serialised once when it is cached and
+//! LZ4-compressed: a hit serialises nothing (decompressing ~1 KB takes ~0.2 µs), and an entry
+//! costs ~650 bytes for a typical learner instead of ~1.1 KB of JSON or the several
+//! allocations of a [`ProgressView`] (BENCHMARKS.md, P7).
 //!
 //! Invariant: a key's cached version never goes down. Every write — a loaded row, an event, a
 //! listed row — goes through [`ProgressCache::offer`], a moka `and_compute_with` that keeps the
@@ -31,12 +32,13 @@ use super::Metrics;
 use crate::db::progress::ProgressError;
 use crate::model::{ProgressEvent, ProgressView};
 
-/// A snapshot as served: its key, its version and its JSON body. Cloning shares the body.
+/// A snapshot as served: its key, its version and its JSON body, kept LZ4-compressed.
+/// Cloning shares the body.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     key: Key,
     version: i64,
-    json: Bytes,
+    packed: Bytes,
 }
 
 impl Snapshot {
@@ -45,9 +47,8 @@ impl Snapshot {
         Snapshot {
             key: (view.progress.user_id, view.progress.track_id),
             version: view.progress.version,
-            // exactly the bytes: the serialiser's buffer grows by doubling, and a cached
-            // snapshot would keep that slack for as long as it lives
-            json: Bytes::from(json.into_boxed_slice()),
+            // exactly the compressed bytes, without the compressor's spare capacity
+            packed: Bytes::from(lz4_flex::block::compress_prepend_size(&json).into_boxed_slice()),
         }
     }
 
@@ -60,18 +61,23 @@ impl Snapshot {
     }
 
     /// The [`ProgressView`] as JSON, exactly as the API serves it.
-    pub fn json(&self) -> &Bytes {
-        &self.json
+    pub fn json(&self) -> Bytes {
+        Bytes::from(self.unpack())
     }
 
     /// The JSON as text, for Server-Sent Events.
-    pub fn json_str(&self) -> &str {
-        std::str::from_utf8(&self.json).expect("serde_json writes UTF-8")
+    pub fn json_string(&self) -> String {
+        String::from_utf8(self.unpack()).expect("serde_json writes UTF-8")
+    }
+
+    fn unpack(&self) -> Vec<u8> {
+        lz4_flex::block::decompress_size_prepended(&self.packed)
+            .expect("a snapshot decompresses what it compressed")
     }
 
     /// The same body, one allocation for both: tells an offered snapshot from a cached one.
     fn same(&self, other: &Snapshot) -> bool {
-        self.json.as_ptr() == other.json.as_ptr() && self.json.len() == other.json.len()
+        self.packed.as_ptr() == other.packed.as_ptr() && self.packed.len() == other.packed.len()
     }
 }
 

@@ -68,7 +68,7 @@ async fn show(
     let mut response = if matches_etag(&headers, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        json_body(snapshot.json().clone())
+        json_body(snapshot.json())
     };
     let response_headers = response.headers_mut();
     response_headers.insert(
@@ -131,7 +131,7 @@ async fn list(
         if i > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(snapshot.json());
+        body.extend_from_slice(&snapshot.json());
     }
     body.extend_from_slice(b"]}");
     Ok(json_body(Bytes::from(body)))
@@ -180,7 +180,7 @@ impl Follow {
                 let event = Event::default()
                     .event("progress")
                     .id(snapshot.version().to_string())
-                    .data(snapshot.json_str());
+                    .data(snapshot.json_string());
                 return Some((Ok(event), self));
             }
             tokio::select! {

@@ -184,7 +184,8 @@ async fn memory(
         "RSS of the API with 100,000 cached snapshots",
         (rss, "MiB"),
         "<= 150 MB",
-        rss <= 150.0,
+        // the goal is in MB (10^6 bytes), the measurement in MiB
+        rss * 1.048_576 <= 150.0,
     )
     .detail(format!(
         "{entries} cached snapshots (7-unit track, 4 units done, one assessment attempt); {idle:.1} MiB right after start"
