@@ -9,6 +9,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::watch;
+
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -38,6 +40,7 @@ pub enum Outcome {
 pub async fn apply_batch(
     pool: &PgPool,
     track_units: &TrackUnits,
+    turn: &LockTurn,
     commands: &[ProgressCommand],
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     let now = crate::model::now_micros();
@@ -48,7 +51,9 @@ pub async fn apply_batch(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    turn.wait().await;
     lock_learners(&mut tx, &keys).await?;
+    turn.taken();
     let mut rows = load_rows(&mut tx, &keys).await?;
     let seen = load_ledger(&mut tx, commands).await?;
     let units = track_units.for_batch(&mut tx, commands).await?;
@@ -108,6 +113,42 @@ pub async fn apply_batch(
     insert_ledger(&mut tx, &ledger, now).await?;
     tx.commit().await?;
     Ok(outcomes)
+}
+
+/// A batch's place among batches committing at once: it takes its learners' locks only after
+/// the batch pulled before it holds theirs, so for a learner in both the earlier batch commits
+/// first, and versions follow the stream. (A batch that fails and retries takes its locks
+/// again, possibly after a later batch: then the row is still right, only that learner's
+/// events may leave out of version order, which readers ordering by version absorb.)
+#[derive(Debug, Default)]
+pub struct LockTurn {
+    previous: Option<watch::Receiver<bool>>,
+    mine: Option<watch::Sender<bool>>,
+}
+
+impl LockTurn {
+    /// The turn after `previous` (a batch's locks-taken signal), and this turn's own signal.
+    pub fn after(previous: Option<watch::Receiver<bool>>) -> (LockTurn, watch::Receiver<bool>) {
+        let (mine, locked) = watch::channel(false);
+        let turn = LockTurn {
+            previous,
+            mine: Some(mine),
+        };
+        (turn, locked)
+    }
+
+    async fn wait(&self) {
+        if let Some(previous) = &self.previous {
+            // a batch that ended without locking (shutdown) drops its sender: go ahead
+            let _ = previous.clone().wait_for(|locked| *locked).await;
+        }
+    }
+
+    fn taken(&self) {
+        if let Some(mine) = &self.mine {
+            mine.send_replace(true);
+        }
+    }
 }
 
 /// The unit sets of the tracks seen so far, so a batch does not read them every time.

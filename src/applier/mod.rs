@@ -11,6 +11,7 @@
 pub mod batch;
 mod dlq;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -43,6 +44,10 @@ pub struct ApplierConfig {
     #[arg(long, env = "APPLIER_MAX_ACK_PENDING", default_value_t = 20_000)]
     pub max_ack_pending: i64,
 
+    /// Batches in their transactions at once; 1 commits one batch after the other.
+    #[arg(long, env = "APPLIER_COMMITS_IN_FLIGHT", default_value_t = 2)]
+    pub commits_in_flight: usize,
+
     /// Longest pause between retries of a batch that failed for a transient reason.
     #[arg(long, env = "APPLIER_MAX_BACKOFF_MS", default_value_t = 5_000)]
     pub max_backoff_ms: u64,
@@ -55,6 +60,7 @@ impl Default for ApplierConfig {
             batch_size: 500,
             ack_wait_secs: 30,
             max_ack_pending: 20_000,
+            commits_in_flight: 2,
             max_backoff_ms: 5_000,
         }
     }
@@ -124,11 +130,14 @@ pub async fn run(
         seams,
         track_units: batch::TrackUnits::default(),
     });
-    // Two stages overlap: while one batch's events and dead letters are published and its
-    // commands acked, the next batch's transaction runs. At most one batch is delivering, so
-    // events leave in commit order and a crash loses at most two batches' acks, which the
-    // ledger turns into duplicates on redelivery.
-    let mut delivering: Option<JoinHandle<()>> = None;
+    // Stages overlap: up to `commits_in_flight` batches are in their transactions at once
+    // (learners shared between them are serialised by the advisory locks, so a later batch
+    // sees an earlier one's rows), and while one batch's events and dead letters are published
+    // and its commands acked, later batches commit. Batches are handed to delivery in the
+    // order they were pulled and at most one delivers at a time, so events leave in commit
+    // order per learner; a crash loses only acks, which the ledger turns into duplicates.
+    let depth = applier.config.commits_in_flight.max(1);
+    let mut pipeline = Pipeline::default();
     'consume: while !shutdown.is_cancelled() {
         let messages = match consumer
             .stream()
@@ -150,48 +159,112 @@ pub async fn run(
         // every message already delivered to us, up to a batch: low latency when idle,
         // large transactions under load
         let mut chunks = messages.ready_chunks(applier.config.batch_size);
+        let mut waiting = Instant::now();
         loop {
-            let waiting = Instant::now();
             // unconstrained: under tokio's cooperative budget the channel reports "not ready"
             // after 128 messages, which capped every batch at 128 however many had arrived
-            let chunk = tokio::select! {
+            tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break 'consume,
-                chunk = tokio::task::unconstrained(chunks.next()) => chunk,
-            };
-            let Some(chunk) = chunk else {
-                continue 'consume;
-            };
-            let mut batch = Vec::with_capacity(chunk.len());
-            for message in chunk {
-                match message {
-                    Ok(message) => batch.push(message),
-                    Err(e) => tracing::warn!(error = %e, "pull stream error; resuming"),
+                done = pipeline.oldest(), if !pipeline.committing.is_empty() => {
+                    pipeline.committing.pop_front();
+                    if !pipeline.deliver(&applier, done?, &shutdown).await {
+                        break 'consume;
+                    }
+                }
+                chunk = tokio::task::unconstrained(chunks.next()), if pipeline.committing.len() < depth => {
+                    let Some(chunk) = chunk else {
+                        continue 'consume;
+                    };
+                    let mut batch = Vec::with_capacity(chunk.len());
+                    for message in chunk {
+                        match message {
+                            Ok(message) => batch.push(message),
+                            Err(e) => tracing::warn!(error = %e, "pull stream error; resuming"),
+                        }
+                    }
+                    if !batch.is_empty() {
+                        pipeline.commit(&applier, batch, waiting, &shutdown);
+                    }
+                    waiting = Instant::now();
                 }
             }
-            if batch.is_empty() {
-                continue;
-            }
-            let waited_ms = waiting.elapsed().as_secs_f64() * 1e3;
-            let Some(mut committed) = applier.commit_until_done(batch, &shutdown).await? else {
-                break 'consume;
-            };
-            committed.waited_ms = waited_ms;
-            if let Some(previous) = delivering.take() {
-                previous.await.expect("delivering a batch does not panic");
-            }
-            let applier = applier.clone();
-            let shutdown = shutdown.clone();
-            delivering = Some(tokio::spawn(async move {
-                applier.deliver_until_done(committed, &shutdown).await
-            }));
         }
     }
-    // the batch in hand is finished: its events published and its commands acked
-    if let Some(last) = delivering {
+    // the batches in hand are finished: committed, their events published, commands acked
+    while let Some(committing) = pipeline.committing.pop_front() {
+        let done = committing.await.expect("committing a batch does not panic");
+        if !pipeline.deliver(&applier, done?, &shutdown).await {
+            break;
+        }
+    }
+    if let Some(last) = pipeline.delivering {
         last.await.expect("delivering a batch does not panic");
     }
     tracing::info!("applier stopped");
     Ok(())
+}
+
+type CommitTask = JoinHandle<Result<Option<Committed>, ApplierError>>;
+
+/// Batches in their transactions, oldest first, and the one batch being delivered.
+#[derive(Default)]
+struct Pipeline {
+    committing: VecDeque<CommitTask>,
+    delivering: Option<JoinHandle<()>>,
+    /// The newest batch's locks-taken signal; the next batch locks after it.
+    last_locked: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl Pipeline {
+    fn commit(
+        &mut self,
+        applier: &Arc<Applier>,
+        batch: Vec<Message>,
+        waiting: Instant,
+        shutdown: &CancellationToken,
+    ) {
+        let waited_ms = waiting.elapsed().as_secs_f64() * 1e3;
+        let (turn, locked) = batch::LockTurn::after(self.last_locked.take());
+        self.last_locked = Some(locked);
+        let applier = applier.clone();
+        let shutdown = shutdown.clone();
+        self.committing.push_back(tokio::spawn(async move {
+            let mut committed = applier.commit_until_done(batch, turn, &shutdown).await?;
+            if let Some(committed) = &mut committed {
+                committed.waited_ms = waited_ms;
+            }
+            Ok(committed)
+        }));
+    }
+
+    /// The oldest batch's commit, once it is done.
+    async fn oldest(&mut self) -> Result<Option<Committed>, ApplierError> {
+        let oldest = self.committing.front_mut().expect("a batch is committing");
+        oldest.await.expect("committing a batch does not panic")
+    }
+
+    /// Hands a committed batch to delivery after the previous one is delivered; false when
+    /// there is nothing to deliver because shutdown interrupted the commit.
+    async fn deliver(
+        &mut self,
+        applier: &Arc<Applier>,
+        committed: Option<Committed>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let Some(committed) = committed else {
+            return false;
+        };
+        if let Some(previous) = self.delivering.take() {
+            previous.await.expect("delivering a batch does not panic");
+        }
+        let applier = applier.clone();
+        let shutdown = shutdown.clone();
+        self.delivering = Some(tokio::spawn(async move {
+            applier.deliver_until_done(committed, &shutdown).await
+        }));
+        true
+    }
 }
 
 /// Connects to NATS and PostgreSQL from configuration and runs until `shutdown`.
@@ -256,11 +329,12 @@ impl Applier {
     async fn commit_until_done(
         &self,
         batch: Vec<Message>,
+        turn: batch::LockTurn,
         shutdown: &CancellationToken,
     ) -> Result<Option<Committed>, ApplierError> {
         let mut backoff = Backoff::new(self.config.max_backoff_ms);
         loop {
-            match self.commit(&batch).await {
+            match self.commit(&batch, &turn).await {
                 Ok((sends, started, commit_ms)) => {
                     if self.seams.halt_after_commit.load(Ordering::SeqCst) {
                         return Err(ApplierError::Halted);
@@ -283,7 +357,11 @@ impl Applier {
     }
 
     /// Decodes a batch and applies it in one transaction; returns what must be published.
-    async fn commit(&self, batch: &[Message]) -> Result<(Vec<Send>, Instant, f64), Transient> {
+    async fn commit(
+        &self,
+        batch: &[Message],
+        turn: &batch::LockTurn,
+    ) -> Result<(Vec<Send>, Instant, f64), Transient> {
         let started = Instant::now();
         let decoded: Vec<Decoded> = batch.iter().map(|m| self.decode(m)).collect();
         let commands: Vec<ProgressCommand> = decoded
@@ -293,7 +371,7 @@ impl Applier {
         let mut outcomes = if commands.is_empty() {
             Vec::new()
         } else {
-            batch::apply_batch(&self.pool, &self.track_units, &commands).await?
+            batch::apply_batch(&self.pool, &self.track_units, turn, &commands).await?
         }
         .into_iter();
         let mut sends = Vec::new();
