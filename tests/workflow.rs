@@ -379,17 +379,8 @@ async fn a_command_lost_from_the_stream_is_republished_by_reconcile_and_applied(
 #[sqlx::test]
 async fn a_small_simulation_ends_with_zero_mismatches(pool: PgPool) {
     use learning_progress::simulate::{self, SimulateConfig};
-    let applier_pool = pool.clone();
     with_worker(pool.clone(), |client, temporal, nats, js| async move {
-        let stop = CancellationToken::new();
-        let applier = tokio::spawn(applier::run(
-            js,
-            applier_pool,
-            nats,
-            ApplierConfig::default(),
-            Seams::default(),
-            stop.clone(),
-        ));
+        let (stop, applier) = spawn_applier(&js, &pool, &nats);
         let config = SimulateConfig {
             learners: 6,
             units: 4,
@@ -417,17 +408,8 @@ async fn signals_end_as_the_exact_row_and_events(pool: PgPool) {
     let track = create_track(&pool, "End to end", 3).await.unwrap();
     let units: Vec<Uuid> = track.units.iter().map(|u| u.id).collect();
     let user = Uuid::new_v4();
-    let applier_pool = pool.clone();
     with_worker(pool.clone(), |client, temporal, nats, js| async move {
-        let stop = CancellationToken::new();
-        let applier = tokio::spawn(applier::run(
-            js.clone(),
-            applier_pool.clone(),
-            nats.clone(),
-            ApplierConfig::default(),
-            Seams::default(),
-            stop.clone(),
-        ));
+        let (stop, applier) = spawn_applier(&js, &pool, &nats);
         let input = LearningPathInput::new(user, track.id, units.clone());
         client::start(&client, &temporal, input).await.unwrap();
         let attempt = |id: u128, score: f64| AssessmentRecorded {
@@ -481,7 +463,7 @@ async fn signals_end_as_the_exact_row_and_events(pool: PgPool) {
             kinds.len() as u64
         );
 
-        let row = get_user_progress(&applier_pool, user, track.id)
+        let row = get_user_progress(&pool, user, track.id)
             .await
             .unwrap()
             .unwrap();
