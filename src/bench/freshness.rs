@@ -9,11 +9,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::api_process::{ApiProcess, admin_token};
+use super::api_process::ApiProcess;
 use super::load::{self, percentile};
-use super::reads::{api_bin, progress_path};
+use super::reads::{ApiFixture, progress_path};
 use super::report::BenchResult;
-use super::setup::{self, BenchDb, say};
+use super::setup::{self, say};
 use super::{BenchConfig, Scale};
 use crate::applier::{self, ApplierConfig, Seams};
 use crate::messaging;
@@ -22,11 +22,12 @@ use crate::model::{Action, ProgressCommand};
 const ARRIVAL_LIMIT: Duration = Duration::from_secs(10);
 
 pub async fn run(config: &BenchConfig, scale: &Scale) -> anyhow::Result<Vec<BenchResult>> {
-    let bin = api_bin(config)?;
-    let token = admin_token()?;
-    let track = setup::track(7);
-    let db = BenchDb::create(&config.db, 10).await?;
-    setup::insert_track(&db.pool, &track).await?;
+    let ApiFixture {
+        bin,
+        token,
+        track,
+        db,
+    } = ApiFixture::create(config).await?;
     let (nats, js) = setup::isolated_nats(&config.nats_url, "bench-fresh").await?;
     let shutdown = CancellationToken::new();
     let applier = tokio::spawn(applier::run(

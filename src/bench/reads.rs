@@ -30,12 +30,36 @@ pub fn progress_path(user: Uuid, track: Uuid) -> String {
     format!("/api/v1/users/{user}/tracks/{track}/progress")
 }
 
+/// What the API benches start from: the binary replicas run from, an admin token, and a
+/// database of their own holding a 7-unit track.
+pub struct ApiFixture {
+    pub bin: PathBuf,
+    pub token: String,
+    pub track: Track,
+    pub db: BenchDb,
+}
+
+impl ApiFixture {
+    pub async fn create(config: &BenchConfig) -> anyhow::Result<ApiFixture> {
+        let track = setup::track(7);
+        let db = BenchDb::create(&config.db, 10).await?;
+        setup::insert_track(&db.pool, &track).await?;
+        Ok(ApiFixture {
+            bin: api_bin(config)?,
+            token: admin_token()?,
+            track,
+            db,
+        })
+    }
+}
+
 pub async fn run(config: &BenchConfig, scale: &Scale) -> anyhow::Result<Vec<BenchResult>> {
-    let bin = api_bin(config)?;
-    let token = admin_token()?;
-    let track = setup::track(7);
-    let db = BenchDb::create(&config.db, 10).await?;
-    setup::insert_track(&db.pool, &track).await?;
+    let ApiFixture {
+        bin,
+        token,
+        track,
+        db,
+    } = ApiFixture::create(config).await?;
     let users = seed_rows(&db, &track, scale.snapshots.max(KEYS + 1)).await?;
     let (nats, js) = setup::isolated_nats(&config.nats_url, "bench-reads").await?;
     let paths: Vec<String> = users[..KEYS]

@@ -173,15 +173,7 @@ pub async fn isolated_nats(
     Ok((config, js))
 }
 
-pub async fn delete_streams(js: &jetstream::Context, config: &NatsConfig) {
-    for stream in [
-        &config.commands_stream,
-        &config.events_stream,
-        &config.dlq_stream,
-    ] {
-        let _ = js.delete_stream(stream).await;
-    }
-}
+pub use crate::messaging::delete_streams;
 
 /// A port free right now on loopback.
 pub fn free_port() -> anyhow::Result<u16> {

@@ -9,7 +9,7 @@ mod streams;
 
 pub use headers::{CloudEvent, cloud_event_headers, header_str};
 pub use publish::{SOURCE, publish_command, publish_event};
-pub use streams::ensure_streams;
+pub use streams::{delete_streams, ensure_streams};
 
 use std::time::Duration;
 

@@ -48,3 +48,15 @@ pub async fn ensure_streams(
     }
     Ok(())
 }
+
+/// Deletes the three streams of `config`, ignoring any that do not exist: for benchmarks and
+/// tests that made their own, never for a shared deployment.
+pub async fn delete_streams(js: &jetstream::Context, config: &NatsConfig) {
+    for stream in [
+        &config.commands_stream,
+        &config.events_stream,
+        &config.dlq_stream,
+    ] {
+        let _ = js.delete_stream(stream).await;
+    }
+}

@@ -32,15 +32,7 @@ pub async fn isolated_nats() -> (NatsConfig, jetstream::Context) {
     (config, js)
 }
 
-pub async fn delete_streams(js: &jetstream::Context, config: &NatsConfig) {
-    for stream in [
-        &config.commands_stream,
-        &config.events_stream,
-        &config.dlq_stream,
-    ] {
-        let _ = js.delete_stream(stream).await;
-    }
-}
+pub use learning_progress::messaging::delete_streams;
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
