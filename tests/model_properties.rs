@@ -218,5 +218,8 @@ fn impossible_scores_and_sequence_numbers_are_rejected() {
         ..base
     };
     let err = decode_command(&serde_json::to_vec(&zero_seq).unwrap()).unwrap_err();
-    assert!(err.to_string().contains("seq must be at least 1"), "{err}");
+    assert!(
+        err.to_string().contains("seq must be between 1 and"),
+        "{err}"
+    );
 }

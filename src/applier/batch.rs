@@ -1,26 +1,35 @@
-//! One batch of decoded commands applied in one PostgreSQL transaction.
+//! One batch of decoded commands applied in one PostgreSQL transaction, each learner's in
+//! `seq` order.
 //!
 //! Under per-learner advisory locks taken in key order (so concurrent appliers cannot
-//! deadlock), it reads the affected rows and the ledger, merges each new command with the pure
-//! [`UserProgress::apply`], and writes the changed rows and the ledger rows with one batched
-//! statement each. The ledger makes it idempotent: a command whose id is already there is a
-//! duplicate and changes nothing.
+//! deadlock), it reads the affected rows, how far each learner's ledger goes, and the ledger
+//! entries of the batch's ids and seqs; decides every command's outcome with the pure
+//! [`UserProgress::apply`]; and writes the changed rows and the ledger rows with one batched
+//! statement each.
+//!
+//! A learner's commands are applied strictly in `seq` order: a command whose predecessor is
+//! not in the ledger yet is [`Outcome::Deferred`] (redelivered later), so outcomes, versions
+//! and events are those of seq order whatever the delivery order, redeliveries or which
+//! instance applied them. The ledger makes it idempotent: a command whose id is there is a
+//! duplicate, and an id or seq already taken by another command is a conflict, never
+//! silently deduplicated.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-
-use tokio::sync::watch;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use sqlx::types::Json;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::db::progress::ProgressRow;
-use crate::db::tracks;
-use crate::model::{ProgressCommand, ProgressEvent, ProgressView, UserProgress};
+use super::lock_turn::LockTurn;
+use super::sql::{self, LedgerEntry, LedgerRow, Rejection};
+use super::track_units::{TrackUnits, UnitSets, check_units};
+use crate::model::{Action, ProgressCommand, ProgressEvent, ProgressView, UserProgress};
 
-type Key = (Uuid, Uuid);
+pub(super) type Key = (Uuid, Uuid);
+
+/// Attempts kept per assessment unit: beyond it a new attempt is rejected, which bounds a
+/// snapshot (and so every event) to a size JetStream accepts.
+pub const MAX_ATTEMPTS_PER_UNIT: usize = 100;
 
 /// What happened to one command of the batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,179 +41,280 @@ pub enum Outcome {
     /// Its id was in the ledger already. `event` re-announces the current snapshot under the
     /// same id when the original was applied, in case that event was never published.
     Duplicate(Option<Box<ProgressEvent>>),
-    /// It can never apply: recorded in the ledger as rejected and dead-lettered.
-    Rejected { reason: &'static str, error: String },
+    /// It can never apply: dead-lettered for `reason` (and, unless it conflicts with another
+    /// command's id or seq, recorded in the ledger as rejected, so a redelivery re-sends it).
+    Rejected { reason: String, error: String },
+    /// A command of the same learner with a lower seq is not in the ledger yet.
+    Deferred { waiting_for: i64 },
+}
+
+impl Outcome {
+    fn rejected(reason: &str, error: String) -> Outcome {
+        Outcome::Rejected {
+            reason: reason.to_owned(),
+            error,
+        }
+    }
 }
 
 /// Applies `commands` (in stream order) and returns one outcome per command, same order.
-pub async fn apply_batch(
+pub(super) async fn apply_batch(
     pool: &PgPool,
     track_units: &TrackUnits,
     turn: &LockTurn,
     commands: &[ProgressCommand],
+    timeouts: &sql::Timeouts,
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     let now = crate::model::now_micros();
     let mut tx = pool.begin().await?;
+    sql::set_timeouts(&mut tx, timeouts).await?;
     let keys: Vec<Key> = commands
         .iter()
         .map(|c| (c.user_id, c.track_id))
-        .collect::<std::collections::BTreeSet<_>>()
+        .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
     turn.wait().await;
-    lock_learners(&mut tx, &keys).await?;
+    sql::lock_learners(&mut tx, &keys).await?;
     turn.taken();
-    let mut rows = load_rows(&mut tx, &keys).await?;
-    let seen = load_ledger(&mut tx, commands).await?;
-    let units = track_units.for_batch(&mut tx, commands).await?;
+    let read = Read {
+        rows: sql::load_rows(&mut tx, &keys).await?,
+        applied_through: sql::applied_through(&mut tx, &keys).await?,
+        ledger: sql::load_ledger(&mut tx, commands).await?,
+        units: track_units.for_batch(&mut tx, commands).await?,
+    };
+    let decided = decide(commands, read, now);
+    let changed: Vec<&UserProgress> = decided.changed.iter().map(|k| &decided.rows[k]).collect();
+    sql::upsert_rows(&mut tx, &changed).await?;
+    sql::insert_ledger(&mut tx, &decided.ledger, now).await?;
+    tx.commit().await?;
+    Ok(decided.outcomes)
+}
 
-    let mut outcomes = Vec::with_capacity(commands.len());
-    let mut ledger = Vec::with_capacity(commands.len());
-    let mut changed: HashSet<Key> = HashSet::new();
-    let mut in_batch: HashSet<Uuid> = HashSet::new();
-    for command in commands {
+/// Records one command the database refuses to apply as rejected, in a transaction of its
+/// own, so the learner's later commands are not held behind it. `false` when even that fails.
+pub(super) async fn record_refused(
+    pool: &PgPool,
+    command: &ProgressCommand,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row = LedgerRow {
+        command,
+        outcome: "rejected",
+        rejection: Some(Rejection {
+            code: "refused_by_database".to_owned(),
+            reason: error.to_owned(),
+        }),
+        version_after: None,
+    };
+    sql::insert_ledger(&mut tx, &[row], crate::model::now_micros()).await?;
+    tx.commit().await
+}
+
+/// What the batch read under its learners' locks.
+struct Read {
+    rows: HashMap<Key, UserProgress>,
+    /// The highest seq in each learner's ledger (0 when none).
+    applied_through: HashMap<Key, i64>,
+    ledger: Vec<LedgerEntry>,
+    units: UnitSets,
+}
+
+/// The batch's outcomes and what it writes.
+struct Decided<'a> {
+    outcomes: Vec<Outcome>,
+    ledger: Vec<LedgerRow<'a>>,
+    rows: HashMap<Key, UserProgress>,
+    changed: HashSet<Key>,
+}
+
+/// Decides every command's outcome, each learner's in seq order; pure given what was read.
+fn decide(commands: &[ProgressCommand], read: Read, now: DateTime<Utc>) -> Decided<'_> {
+    let Read {
+        mut rows,
+        applied_through,
+        ledger,
+        units,
+    } = read;
+    let by_id: HashMap<Uuid, &LedgerEntry> = ledger.iter().map(|e| (e.command_id, e)).collect();
+    let mut seq_owner: HashMap<(Key, i64), Uuid> = ledger
+        .iter()
+        .map(|e| (((e.user_id, e.track_id), e.seq), e.command_id))
+        .collect();
+    let mut next: HashMap<Key, i64> = applied_through
+        .iter()
+        .map(|(key, seq)| (*key, seq + 1))
+        .collect();
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; commands.len()];
+    let mut ledger_rows = Vec::with_capacity(commands.len());
+    let mut changed = HashSet::new();
+    let mut in_batch: HashMap<Uuid, &ProgressCommand> = HashMap::new();
+
+    let mut order: Vec<usize> = (0..commands.len()).collect();
+    order.sort_by_key(|&i| (commands[i].user_id, commands[i].track_id, commands[i].seq));
+    for index in order {
+        let command = &commands[index];
         let key = (command.user_id, command.track_id);
         let total_units = units.get(&command.track_id).map_or(0, |u| u.len() as i64);
-        if let Some(outcome) = seen.get(&command.command_id) {
-            let replay = (outcome == "applied")
-                .then(|| rows.get(&key))
-                .flatten()
-                .map(|row| Box::new(event(command, row.clone(), total_units, now)));
-            outcomes.push(Outcome::Duplicate(replay));
-            continue;
-        }
-        if !in_batch.insert(command.command_id) {
-            outcomes.push(Outcome::Duplicate(None));
-            continue;
-        }
-        if let Err((reason, error)) =
-            check_units(command, units.get(&command.track_id).map(|u| &**u))
-        {
-            ledger.push(LedgerRow::new(
-                command,
-                "rejected",
-                Some(error.clone()),
-                None,
-            ));
-            outcomes.push(Outcome::Rejected { reason, error });
-            continue;
-        }
-        let row = rows.entry(key).or_insert_with(|| {
-            UserProgress::empty(command.user_id, command.track_id, command.occurred_at)
-        });
-        if row.apply(command, now) {
-            changed.insert(key);
-            ledger.push(LedgerRow::new(command, "applied", None, Some(row.version)));
-            outcomes.push(Outcome::Applied(Box::new(event(
-                command,
-                row.clone(),
-                total_units,
-                now,
-            ))));
+        let outcome = if let Some(entry) = by_id.get(&command.command_id) {
+            duplicate(command, entry, rows.get(&key), total_units, now)
+        } else if let Some(earlier) = in_batch.get(&command.command_id) {
+            if *earlier == command {
+                Outcome::Duplicate(None)
+            } else {
+                Outcome::rejected("id_conflict", id_conflict(command, earlier.seq))
+            }
+        } else if let Some(owner) = seq_owner.get(&(key, command.seq)) {
+            Outcome::rejected(
+                "seq_conflict",
+                format!(
+                    "seq {} of user {} on track {} is already command {owner}; {} is another command",
+                    command.seq, command.user_id, command.track_id, command.command_id
+                ),
+            )
         } else {
-            let version = (row.version > 0).then_some(row.version);
-            ledger.push(LedgerRow::new(command, "noop", None, version));
-            outcomes.push(Outcome::Noop);
-        }
-    }
-
-    let changed_rows: Vec<&UserProgress> = changed.iter().map(|k| &rows[k]).collect();
-    upsert_rows(&mut tx, &changed_rows).await?;
-    insert_ledger(&mut tx, &ledger, now).await?;
-    tx.commit().await?;
-    Ok(outcomes)
-}
-
-/// A batch's place among batches committing at once: it takes its learners' locks only after
-/// the batch pulled before it holds theirs, so for a learner in both the earlier batch commits
-/// first, and versions follow the stream. (A batch that fails and retries takes its locks
-/// again, possibly after a later batch: then the row is still right, only that learner's
-/// events may leave out of version order, which readers ordering by version absorb.)
-#[derive(Debug, Default)]
-pub struct LockTurn {
-    previous: Option<watch::Receiver<bool>>,
-    mine: Option<watch::Sender<bool>>,
-}
-
-impl LockTurn {
-    /// The turn after `previous` (a batch's locks-taken signal), and this turn's own signal.
-    pub fn after(previous: Option<watch::Receiver<bool>>) -> (LockTurn, watch::Receiver<bool>) {
-        let (mine, locked) = watch::channel(false);
-        let turn = LockTurn {
-            previous,
-            mine: Some(mine),
+            let expected = next.entry(key).or_insert(1);
+            if command.seq > *expected {
+                Outcome::Deferred {
+                    waiting_for: *expected,
+                }
+            } else {
+                // seq == expected; a lower one only fills a hole that an older version of the
+                // applier (which did not keep seq order) left
+                if command.seq == *expected {
+                    *expected += 1;
+                }
+                in_batch.insert(command.command_id, command);
+                seq_owner.insert((key, command.seq), command.command_id);
+                let (outcome, row) = apply(command, &mut rows, &units, total_units, now);
+                if matches!(outcome, Outcome::Applied(_)) {
+                    changed.insert(key);
+                }
+                ledger_rows.push(row);
+                outcome
+            }
         };
-        (turn, locked)
+        outcomes[index] = Some(outcome);
     }
-
-    async fn wait(&self) {
-        if let Some(previous) = &self.previous {
-            // a batch that ended without locking (shutdown) drops its sender: go ahead
-            let _ = previous.clone().wait_for(|locked| *locked).await;
-        }
-    }
-
-    fn taken(&self) {
-        if let Some(mine) = &self.mine {
-            mine.send_replace(true);
-        }
+    Decided {
+        outcomes: outcomes
+            .into_iter()
+            .map(|o| o.expect("every command decided"))
+            .collect(),
+        ledger: ledger_rows,
+        rows,
+        changed,
     }
 }
 
-/// The unit sets of the tracks seen so far, so a batch does not read them every time.
-/// Tracks are a small catalogue whose units do not change under a running path; a set that
-/// would reject a command is re-read first, so a unit added to a track is never refused
-/// because of a stale set.
-#[derive(Debug, Default)]
-pub struct TrackUnits {
-    known: Mutex<HashMap<Uuid, Arc<HashSet<Uuid>>>>,
+/// A command next in its learner's seq order: rejected, applied or a no-op.
+fn apply<'a>(
+    command: &'a ProgressCommand,
+    rows: &mut HashMap<Key, UserProgress>,
+    units: &UnitSets,
+    total_units: i64,
+    now: DateTime<Utc>,
+) -> (Outcome, LedgerRow<'a>) {
+    let key = (command.user_id, command.track_id);
+    let refusal = check_units(command, units.get(&command.track_id).map(|u| &**u))
+        .and_then(|()| check_attempts(command, rows.get(&key)));
+    if let Err((code, reason)) = refusal {
+        let row = LedgerRow {
+            command,
+            outcome: "rejected",
+            rejection: Some(Rejection {
+                code: code.to_owned(),
+                reason: reason.clone(),
+            }),
+            version_after: None,
+        };
+        return (Outcome::rejected(code, reason), row);
+    }
+    let row = rows.entry(key).or_insert_with(|| {
+        UserProgress::empty(command.user_id, command.track_id, command.occurred_at)
+    });
+    let applied = row.apply(command, now);
+    let version = (row.version > 0).then_some(row.version);
+    let outcome = if applied {
+        Outcome::Applied(Box::new(event(command, row.clone(), total_units, now)))
+    } else {
+        Outcome::Noop
+    };
+    let ledger_row = LedgerRow {
+        command,
+        outcome: if applied { "applied" } else { "noop" },
+        rejection: None,
+        version_after: version,
+    };
+    (outcome, ledger_row)
 }
 
-type UnitSets = HashMap<Uuid, Arc<HashSet<Uuid>>>;
+/// A command whose id is in the ledger: the same command again, or another under its id.
+fn duplicate(
+    command: &ProgressCommand,
+    entry: &LedgerEntry,
+    row: Option<&UserProgress>,
+    total_units: i64,
+    now: DateTime<Utc>,
+) -> Outcome {
+    if entry
+        .payload
+        .as_ref()
+        .is_some_and(|stored| stored != command)
+    {
+        return Outcome::rejected("id_conflict", id_conflict(command, entry.seq));
+    }
+    match (entry.outcome.as_str(), &entry.rejection) {
+        ("applied", _) => Outcome::Duplicate(
+            row.map(|row| Box::new(event(command, row.clone(), total_units, now))),
+        ),
+        ("rejected", Some(rejection)) => Outcome::Rejected {
+            reason: rejection.code.clone(),
+            error: rejection.reason.clone(),
+        },
+        _ => Outcome::Duplicate(None),
+    }
+}
 
-impl TrackUnits {
-    /// The unit sets of the batch's tracks: cached ones, read ones where unknown or where a
-    /// cached set would reject a command.
-    async fn for_batch(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        commands: &[ProgressCommand],
-    ) -> Result<UnitSets, sqlx::Error> {
-        let mut sets = UnitSets::new();
-        let mut read: HashSet<Uuid> = HashSet::new();
+fn id_conflict(command: &ProgressCommand, stored_seq: i64) -> String {
+    format!(
+        "command id {} was already used for another command (seq {stored_seq}); this one \
+         (seq {}, {}) is not applied",
+        command.command_id,
+        command.seq,
+        command.kind()
+    )
+}
+
+/// Beyond [`MAX_ATTEMPTS_PER_UNIT`] attempts at a unit, a new attempt is refused.
+fn check_attempts(
+    command: &ProgressCommand,
+    row: Option<&UserProgress>,
+) -> Result<(), (&'static str, String)> {
+    let Action::AssessmentRecorded {
+        unit_id,
+        attempt_id,
+        ..
+    } = &command.action
+    else {
+        return Ok(());
+    };
+    let attempts = row
+        .and_then(|row| row.assessment_results.get(unit_id))
+        .map(|unit| &unit.attempts);
+    match attempts {
+        Some(attempts)
+            if attempts.len() >= MAX_ATTEMPTS_PER_UNIT && !attempts.contains_key(attempt_id) =>
         {
-            let known = self.known.lock().expect("track units lock poisoned");
-            for command in commands {
-                match known.get(&command.track_id) {
-                    Some(units) if check_units(command, Some(units)).is_ok() => {
-                        sets.insert(command.track_id, units.clone());
-                    }
-                    _ => {
-                        read.insert(command.track_id);
-                    }
-                }
-            }
+            Err((
+                "too_many_attempts",
+                format!(
+                    "unit {unit_id} already holds {MAX_ATTEMPTS_PER_UNIT} attempts, the most kept"
+                ),
+            ))
         }
-        if read.is_empty() {
-            return Ok(sets);
-        }
-        let read: Vec<Uuid> = read.into_iter().collect();
-        let fresh = tracks::unit_sets(&mut **tx, &read).await?;
-        let mut known = self.known.lock().expect("track units lock poisoned");
-        for track in read {
-            match fresh.get(&track) {
-                Some(units) => {
-                    let units = Arc::new(units.clone());
-                    known.insert(track, units.clone());
-                    sets.insert(track, units);
-                }
-                None => {
-                    known.remove(&track);
-                    sets.remove(&track);
-                }
-            }
-        }
-        Ok(sets)
+        _ => Ok(()),
     }
 }
 
@@ -222,212 +332,4 @@ fn event(
         applied_at: now,
         progress: ProgressView::new(row, total_units),
     }
-}
-
-fn check_units(
-    command: &ProgressCommand,
-    units: Option<&HashSet<Uuid>>,
-) -> Result<(), (&'static str, String)> {
-    let Some(units) = units else {
-        return Err((
-            "unknown_track",
-            format!("track {} does not exist", command.track_id),
-        ));
-    };
-    match command.unit_ids().into_iter().find(|u| !units.contains(u)) {
-        Some(unit) => Err((
-            "foreign_unit",
-            format!("unit {unit} does not belong to track {}", command.track_id),
-        )),
-        None => Ok(()),
-    }
-}
-
-/// Serialises appliers per learner, including learners that have no row yet.
-async fn lock_learners(
-    tx: &mut Transaction<'_, Postgres>,
-    keys: &[Key],
-) -> Result<(), sqlx::Error> {
-    let (users, tracks): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
-    sqlx::query(
-        "select pg_advisory_xact_lock(hashtextextended(u::text || t::text, 0))
-         from (select u, t from unnest($1::uuid[], $2::uuid[]) as k (u, t) order by u, t) as ordered",
-    )
-    .bind(users)
-    .bind(tracks)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn load_rows(
-    tx: &mut Transaction<'_, Postgres>,
-    keys: &[Key],
-) -> Result<HashMap<Key, UserProgress>, sqlx::Error> {
-    let (users, tracks): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
-    // `for update` as well: the CRUD layer writes rows under the row lock, not the advisory one
-    let rows: Vec<ProgressRow> = sqlx::query_as(
-        "select p.* from user_progress p
-         join unnest($1::uuid[], $2::uuid[]) as k (u, t) on p.user_id = k.u and p.track_id = k.t
-         order by p.user_id, p.track_id
-         for update of p",
-    )
-    .bind(users)
-    .bind(tracks)
-    .fetch_all(&mut **tx)
-    .await?;
-    rows.into_iter()
-        .map(|row| {
-            let progress =
-                UserProgress::try_from(row).map_err(|e| sqlx::Error::Decode(e.into()))?;
-            Ok(((progress.user_id, progress.track_id), progress))
-        })
-        .collect()
-}
-
-async fn load_ledger(
-    tx: &mut Transaction<'_, Postgres>,
-    commands: &[ProgressCommand],
-) -> Result<HashMap<Uuid, String>, sqlx::Error> {
-    let ids: Vec<Uuid> = commands.iter().map(|c| c.command_id).collect();
-    let rows: Vec<(Uuid, String)> = sqlx::query_as(
-        "select command_id, outcome from progress_ledger where command_id = any($1)",
-    )
-    .bind(ids)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(rows.into_iter().collect())
-}
-
-/// Writes the merged rows with one batched upsert; public so the benchmark's raw-write anchor
-/// runs exactly this statement.
-pub async fn upsert_rows(
-    tx: &mut Transaction<'_, Postgres>,
-    rows: &[&UserProgress],
-) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    // PostgreSQL arrays must be rectangular, so each row's unit set travels as one text literal
-    let completed: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            let ids: Vec<String> = r.completed_unit_ids.iter().map(Uuid::to_string).collect();
-            format!("{{{}}}", ids.join(","))
-        })
-        .collect();
-    sqlx::query(
-        "insert into user_progress (user_id, track_id, status, current_unit_id, completed_unit_ids,
-             assessment_results, started_at, completed_at, updated_at, last_seq, version)
-         select r.user_id, r.track_id, r.status, r.current_unit_id, r.completed::uuid[],
-                r.results, r.started_at, r.completed_at, r.updated_at, r.last_seq, r.version
-         from unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::jsonb[],
-                     $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::bigint[], $11::bigint[])
-              as r (user_id, track_id, status, current_unit_id, completed, results,
-                    started_at, completed_at, updated_at, last_seq, version)
-         on conflict (user_id, track_id) do update set
-             status = excluded.status,
-             current_unit_id = excluded.current_unit_id,
-             completed_unit_ids = excluded.completed_unit_ids,
-             assessment_results = excluded.assessment_results,
-             started_at = excluded.started_at,
-             completed_at = excluded.completed_at,
-             updated_at = excluded.updated_at,
-             last_seq = excluded.last_seq,
-             version = excluded.version",
-    )
-    .bind(rows.iter().map(|r| r.user_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.track_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.current_unit_id).collect::<Vec<_>>())
-    .bind(completed)
-    .bind(rows.iter().map(|r| Json(&r.assessment_results)).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.started_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.completed_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.last_seq).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// One `progress_ledger` row to insert.
-pub struct LedgerRow<'a> {
-    command: &'a ProgressCommand,
-    outcome: &'static str,
-    reason: Option<String>,
-    version_after: Option<i64>,
-}
-
-impl<'a> LedgerRow<'a> {
-    pub fn new(
-        command: &'a ProgressCommand,
-        outcome: &'static str,
-        reason: Option<String>,
-        version_after: Option<i64>,
-    ) -> LedgerRow<'a> {
-        LedgerRow {
-            command,
-            outcome,
-            reason,
-            version_after,
-        }
-    }
-}
-
-/// Records the batch's commands with one batched insert (duplicates skipped).
-pub async fn insert_ledger(
-    tx: &mut Transaction<'_, Postgres>,
-    rows: &[LedgerRow<'_>],
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let column = |f: fn(&LedgerRow<'_>) -> Uuid| rows.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(
-        "insert into progress_ledger (command_id, user_id, track_id, seq, kind, payload,
-             occurred_at, applied_at, outcome, reason, version_after)
-         select l.command_id, l.user_id, l.track_id, l.seq, l.kind, l.payload, l.occurred_at, $8,
-                l.outcome, l.reason, l.version_after
-         from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[], $6::jsonb[],
-                     $7::timestamptz[], $9::text[], $10::text[], $11::bigint[])
-              as l (command_id, user_id, track_id, seq, kind, payload, occurred_at,
-                    outcome, reason, version_after)
-         on conflict (command_id) do nothing",
-    )
-    .bind(column(|r| r.command.command_id))
-    .bind(column(|r| r.command.user_id))
-    .bind(column(|r| r.command.track_id))
-    .bind(rows.iter().map(|r| r.command.seq).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.command.kind()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| Json(r.command)).collect::<Vec<_>>())
-    .bind(
-        rows.iter()
-            .map(|r| r.command.occurred_at)
-            .collect::<Vec<_>>(),
-    )
-    .bind(now)
-    .bind(rows.iter().map(|r| r.outcome).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.reason.clone()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.version_after).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Groups outcomes per learner for logs: how many applied, noop, duplicate, rejected.
-pub fn tally(outcomes: &[Outcome]) -> BTreeMap<&'static str, usize> {
-    let mut tally = BTreeMap::new();
-    for outcome in outcomes {
-        let name = match outcome {
-            Outcome::Applied(_) => "applied",
-            Outcome::Noop => "noop",
-            Outcome::Duplicate(_) => "duplicate",
-            Outcome::Rejected { .. } => "rejected",
-        };
-        *tally.entry(name).or_insert(0) += 1;
-    }
-    tally
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::applier::batch::{LedgerRow, insert_ledger, upsert_rows};
+use crate::applier::sql::{LedgerRow, insert_ledger, upsert_rows};
 use crate::db::progress::{UserProgressUpdate, update_user_progress_on};
 use crate::model::{ProgressCommand, UserProgress, now_micros};
 
@@ -35,9 +35,19 @@ pub async fn raw(
             });
             if row.apply(command, now) {
                 changed.insert(key);
-                ledger.push(LedgerRow::new(command, "applied", None, Some(row.version)));
+                ledger.push(LedgerRow {
+                    command,
+                    outcome: "applied",
+                    rejection: None,
+                    version_after: Some(row.version),
+                });
             } else {
-                ledger.push(LedgerRow::new(command, "noop", None, Some(row.version)));
+                ledger.push(LedgerRow {
+                    command,
+                    outcome: "noop",
+                    rejection: None,
+                    version_after: Some(row.version),
+                });
             }
         }
         let changed: Vec<&UserProgress> = changed.iter().map(|k| &rows[k]).collect();

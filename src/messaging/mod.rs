@@ -8,7 +8,7 @@ mod publish;
 mod streams;
 
 pub use headers::{CloudEvent, cloud_event_headers, header_str};
-pub use publish::{SOURCE, publish_command, publish_event};
+pub use publish::{SOURCE, is_permanent, publish_command, publish_event};
 pub use streams::{delete_streams, ensure_streams};
 
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! Publishing commands and events with their CloudEvents headers, awaiting JetStream's ack.
 
-use async_nats::jetstream::{self, context::PublishAckFuture};
+use async_nats::jetstream::{
+    self, ErrorCode,
+    context::{PublishAckFuture, PublishError, PublishErrorKind},
+};
 use chrono::Utc;
 
 use super::{CloudEvent, NatsConfig, cloud_event_headers};
@@ -51,4 +54,30 @@ pub async fn publish_event(
         payload.into(),
     )
     .await
+}
+
+/// JetStream API errors a retry cannot change: the message is larger than the stream takes
+/// (10054), or the publish's own expectations fail (10060 expected stream, 10070 last msg id,
+/// 10071 last sequence).
+const PERMANENT_API_ERRORS: [ErrorCode; 4] = [
+    ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM,
+    ErrorCode::STREAM_NOT_MATCH,
+    ErrorCode::STREAM_WRONG_LAST_MESSAGE_ID,
+    ErrorCode::STREAM_WRONG_LAST_SEQUENCE,
+];
+
+/// True when publishing the same message again would be refused again. No stream answering
+/// (async-nats' `StreamNotFound`: no responders) is not permanent: it is how a stream looks
+/// during a leader election or a rolling restart. Neither are timeouts, a full stream, or
+/// "temporarily unavailable".
+pub fn is_permanent(error: &PublishError) -> bool {
+    match error.kind() {
+        PublishErrorKind::MaxPayloadExceeded
+        | PublishErrorKind::WrongLastMessageId
+        | PublishErrorKind::WrongLastSequence => true,
+        PublishErrorKind::Other => std::error::Error::source(error)
+            .and_then(|e| e.downcast_ref::<jetstream::Error>())
+            .is_some_and(|api| PERMANENT_API_ERRORS.contains(&api.error_code())),
+        _ => false,
+    }
 }

@@ -4,25 +4,34 @@ use async_nats::jetstream::{self, stream};
 
 use super::NatsConfig;
 
+/// The largest command the commands stream stores (256 KiB); JetStream refuses a larger
+/// publish, so the publisher learns of it at once.
+pub const MAX_COMMAND_BYTES: i32 = 256 * 1024;
+
 pub async fn ensure_streams(
     js: &jetstream::Context,
     config: &NatsConfig,
 ) -> Result<(), jetstream::context::CreateStreamError> {
+    // a command is a few hundred bytes; the cap keeps a dead letter (the original plus a
+    // bounded error) far below the server's max_payload, so it can always be published
     let streams = [
         (
             &config.commands_stream,
             format!("{}.cmd.>", config.subject_prefix),
+            MAX_COMMAND_BYTES,
         ),
         (
             &config.events_stream,
             format!("{}.evt.>", config.subject_prefix),
+            0,
         ),
         (
             &config.dlq_stream,
             format!("{}.dlq.>", config.subject_prefix),
+            0,
         ),
     ];
-    for (name, subject) in streams {
+    for (name, subject, max_message_size) in streams {
         let info = js
             .create_or_update_stream(stream::Config {
                 name: name.clone(),
@@ -30,6 +39,7 @@ pub async fn ensure_streams(
                 storage: stream::StorageType::File,
                 retention: stream::RetentionPolicy::Limits,
                 max_age: config.max_age(),
+                max_message_size,
                 duplicate_window: config.duplicate_window(),
                 num_replicas: config.replicas,
                 ..Default::default()

@@ -41,6 +41,18 @@ pub enum Action {
     TrackCompleted {},
 }
 
+/// The highest `seq` accepted: a million commands per learner and track per year for a
+/// thousand years. A forged seq far beyond would otherwise become where the next run resumes.
+pub const MAX_SEQ: i64 = 1_000_000_000;
+
+/// How far ahead of the applier's clock `occurred_at` may be (clocks drift; days do not).
+const MAX_CLOCK_AHEAD: TimeDelta = TimeDelta::days(1);
+
+/// The earliest `occurred_at` accepted; an older one would rewrite `started_at` for ever.
+fn earliest_occurred_at() -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(946_684_800, 0).expect("2000-01-01 is a valid time")
+}
+
 /// Why a command is not acceptable. Every variant is permanent: retrying cannot fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -103,12 +115,26 @@ impl ProgressCommand {
         }
     }
 
-    /// Checks what the types alone cannot: sequence numbers and scores.
+    /// Checks what the types alone cannot: sequence numbers, times and scores.
     pub fn validate(&self) -> Result<(), CommandError> {
-        if self.seq < 1 {
+        if !(1..=MAX_SEQ).contains(&self.seq) {
             return Err(CommandError::Invalid(format!(
-                "seq must be at least 1, got {}",
+                "seq must be between 1 and {MAX_SEQ}, got {}",
                 self.seq
+            )));
+        }
+        if self.occurred_at < earliest_occurred_at() {
+            return Err(CommandError::Invalid(format!(
+                "occurred_at {} is before {}, the earliest accepted",
+                self.occurred_at,
+                earliest_occurred_at()
+            )));
+        }
+        let latest = Utc::now() + MAX_CLOCK_AHEAD;
+        if self.occurred_at > latest {
+            return Err(CommandError::Invalid(format!(
+                "occurred_at {} is more than a day ahead of this server's clock",
+                self.occurred_at
             )));
         }
         if let Action::AssessmentRecorded {

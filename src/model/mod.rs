@@ -8,7 +8,7 @@ mod event;
 mod progress;
 mod view;
 
-pub use command::{Action, CommandError, ProgressCommand, decode_command, now_micros};
+pub use command::{Action, CommandError, MAX_SEQ, ProgressCommand, decode_command, now_micros};
 pub use event::ProgressEvent;
 pub use progress::{AssessmentResults, Attempt, Status, UnitAttempts, UserProgress};
 pub use view::{AssessmentSummary, ProgressView, ScoredAttempt};

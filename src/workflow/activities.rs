@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_nats::jetstream::{
     self,
     context::{PublishError, PublishErrorKind},
+    stream::LastRawMessageErrorKind,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -17,8 +18,8 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError, activities};
 use temporalio_sdk::{ActivityOptions, ApplicationFailure, LocalActivityOptions};
 use uuid::Uuid;
 
-use crate::messaging::{self, NatsConfig};
-use crate::model::ProgressCommand;
+use crate::messaging::{self, NatsConfig, is_permanent};
+use crate::model::{Action, ProgressCommand, decode_command};
 
 /// Holds the clients the activities use; the worker wraps it in an `Arc`.
 pub struct ProgressActivities {
@@ -74,6 +75,17 @@ pub enum PublishFailure {
         #[source]
         source: PublishError,
     },
+    /// JetStream took the id for a duplicate, but the message it stored under it is another
+    /// command: publishing this one under its id can never succeed.
+    #[error(
+        "command id {command_id} is already stored as another command (stream {stream}, \
+         sequence {sequence}); this command would be dropped as its duplicate"
+    )]
+    Collision {
+        command_id: Uuid,
+        stream: String,
+        sequence: u64,
+    },
 }
 
 /// Publishes `command` and waits for JetStream's ack. Every retry carries the same
@@ -96,6 +108,9 @@ pub async fn publish(
         .map_err(classify)?
         .await
         .map_err(classify)?;
+    if ack.duplicate {
+        check_stored(js, command, &ack.stream, ack.sequence).await?;
+    }
     Ok(PublishReceipt {
         stream: ack.stream,
         sequence: ack.sequence,
@@ -103,18 +118,30 @@ pub async fn publish(
     })
 }
 
-/// No stream takes the subject, the message is too large, or JetStream answered with an API
-/// error other than "temporarily unavailable" (503).
-fn is_permanent(error: &PublishError) -> bool {
-    match error.kind() {
-        PublishErrorKind::StreamNotFound
-        | PublishErrorKind::MaxPayloadExceeded
-        | PublishErrorKind::WrongLastMessageId
-        | PublishErrorKind::WrongLastSequence => true,
-        PublishErrorKind::Other => std::error::Error::source(error)
-            .and_then(|e| e.downcast_ref::<jetstream::Error>())
-            .is_some_and(|api| api.code() != 503),
-        _ => false,
+/// A duplicate answer is success only when what JetStream stored under the id is this same
+/// command (a retry, or reconcile re-publishing it). The stored message may be gone already
+/// (applied, or aged out), which says nothing against it.
+async fn check_stored(
+    js: &jetstream::Context,
+    command: &ProgressCommand,
+    stream: &str,
+    sequence: u64,
+) -> Result<(), PublishFailure> {
+    let stored = match js.get_stream_no_info(stream).await {
+        Ok(stream) => stream.get_raw_message(sequence).await.ok(),
+        Err(_) => None,
+    };
+    let Some(stored) = stored else {
+        return Ok(());
+    };
+    let ours = serde_json::to_vec(command).expect("commands always serialize");
+    match stored.payload == ours {
+        true => Ok(()),
+        false => Err(PublishFailure::Collision {
+            command_id: command.command_id,
+            stream: stream.to_owned(),
+            sequence,
+        }),
     }
 }
 
@@ -126,29 +153,39 @@ impl ProgressActivities {
         ctx: ActivityContext,
         command: ProgressCommand,
     ) -> Result<PublishReceipt, ActivityError> {
-        match publish(&self.jetstream, &self.nats, &command).await {
-            Ok(receipt) => Ok(receipt),
-            Err(e @ PublishFailure::Permanent { .. }) => {
-                let message = format!("{:#}", anyhow::Error::from(e));
-                tracing::error!(command.id = %command.command_id, error = %message, "command cannot be published");
-                Err(ActivityError::application(
-                    ApplicationFailure::builder(message)
-                        .type_name("UnpublishableCommand".to_owned())
-                        .non_retryable(true)
-                        .build(),
-                ))
+        let attempt = ctx.info().attempt;
+        let failure = match publish(&self.jetstream, &self.nats, &command).await {
+            Ok(receipt) => return Ok(receipt),
+            Err(failure) => failure,
+        };
+        let (type_name, permanent) = match &failure {
+            PublishFailure::Permanent { .. } => ("UnpublishableCommand", true),
+            PublishFailure::Collision { .. } => ("CommandIdCollision", true),
+            PublishFailure::Transient { source, .. }
+                if source.kind() == PublishErrorKind::StreamNotFound
+                    && attempt >= NO_STREAM_ATTEMPTS =>
+            {
+                ("NoStream", true)
             }
-            Err(e) => {
-                let message = format!("{:#}", anyhow::Error::from(e));
-                tracing::warn!(
-                    command.id = %command.command_id,
-                    attempt = ctx.info().attempt,
-                    error = %message,
-                    "publishing a command failed; Temporal retries it"
-                );
-                Err(ActivityError::application(ApplicationFailure::new(message)))
-            }
+            PublishFailure::Transient { .. } => ("", false),
+        };
+        let message = format!("{:#}", anyhow::Error::from(failure));
+        if permanent {
+            tracing::error!(command.id = %command.command_id, attempt, error = %message, "command cannot be published");
+            return Err(ActivityError::application(
+                ApplicationFailure::builder(message)
+                    .type_name(type_name.to_owned())
+                    .non_retryable(true)
+                    .build(),
+            ));
         }
+        tracing::warn!(
+            command.id = %command.command_id,
+            attempt,
+            error = %message,
+            "publishing a command failed; Temporal retries it"
+        );
+        Err(ActivityError::application(ApplicationFailure::new(message)))
     }
 
     /// The seqs in `1..=highest_seq` the ledger has not recorded.
@@ -172,15 +209,16 @@ impl ProgressActivities {
             .collect())
     }
 
-    /// Where a new run continues: after the highest seq the projection has seen, with the units
-    /// the learner already completed.
+    /// Where a new run continues: after the highest seq ever allocated for the learner —
+    /// the ledger's, or a higher one still waiting on the commands stream (published by a
+    /// previous run, not applied yet) — with the units those commands complete.
     #[activity(name = "resume_progress")]
     pub async fn resume_progress(
         self: Arc<Self>,
         _ctx: ActivityContext,
         request: ResumeRequest,
     ) -> Result<ResumePoint, ActivityError> {
-        let last_seq: i64 = sqlx::query_scalar(
+        let ledger_seq: i64 = sqlx::query_scalar(
             "select coalesce(max(seq), 0)::bigint from progress_ledger
              where user_id = $1 and track_id = $2",
         )
@@ -195,12 +233,74 @@ impl ProgressActivities {
         .bind(request.track_id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(ResumePoint {
-            last_seq,
+        let mut resumed = ResumePoint {
+            last_seq: ledger_seq,
             completed_unit_ids: completed_unit_ids.unwrap_or_default(),
-        })
+        };
+        for command in self.unapplied(&request, ledger_seq).await? {
+            resumed.last_seq = resumed.last_seq.max(command.seq);
+            if let Action::UnitCompleted { unit_id, .. } = command.action {
+                resumed.completed_unit_ids.push(unit_id);
+            }
+        }
+        Ok(resumed)
     }
 }
+
+/// Most messages of one learner's subject read while resuming; a path publishes far fewer.
+const MAX_RESUME_SCAN: usize = 100_000;
+
+impl ProgressActivities {
+    /// The workflow's commands on the learner's subject with a seq above `applied`: published,
+    /// not yet in the ledger. Only commands carrying the workflow's own id for their seq
+    /// count, so a forged message cannot move where the path resumes.
+    async fn unapplied(
+        &self,
+        request: &ResumeRequest,
+        applied: i64,
+    ) -> Result<Vec<ProgressCommand>, ActivityError> {
+        let subject = self.nats.command_subject(request.user_id, request.track_id);
+        let workflow = super::workflow_id(request.user_id, request.track_id);
+        let stream = self
+            .jetstream
+            .get_stream_no_info(&self.nats.commands_stream)
+            .await
+            .map_err(anyhow::Error::from)?;
+        let ours = |payload: &[u8]| {
+            decode_command(payload)
+                .ok()
+                .filter(|c| c.command_id == super::command_id(&workflow, c.seq) && c.seq > applied)
+        };
+        // the usual case, everything applied, costs one lookup
+        match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(last) if ours(&last.payload).is_some() => {}
+            Ok(_) => return Ok(Vec::new()),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(Vec::new()),
+            Err(e) => return Err(anyhow::Error::from(e).into()),
+        }
+        let mut found = Vec::new();
+        let mut next = 1;
+        for _ in 0..MAX_RESUME_SCAN {
+            match stream
+                .get_first_raw_message_by_subject(&subject, next)
+                .await
+            {
+                Ok(message) => {
+                    next = message.sequence + 1;
+                    found.extend(ours(&message.payload));
+                }
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => break,
+                Err(e) => return Err(anyhow::Error::from(e).into()),
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Attempts while no stream answers before the publish fails for good (about five minutes with
+/// [`publish_options`]): long enough for a leader election or a rolling restart, short enough
+/// that a stream that was never created is reported.
+const NO_STREAM_ATTEMPTS: u32 = 35;
 
 /// Publishing runs as a local activity: inside the workflow task, with no activity task
 /// round trip through the server, which roughly halves the history writes per command (the

@@ -1,7 +1,9 @@
 //! The applier against real NATS JetStream and PostgreSQL: exactly-once application, events,
 //! dead letters, crash recovery and database outages.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod faults;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -1,0 +1,286 @@
+//! The statements of a batch's transaction, each batched over the whole batch.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use super::batch::Key;
+use crate::db::progress::ProgressRow;
+use crate::model::{ProgressCommand, UserProgress};
+
+/// Limits set on each batch's transaction, so an applier that lost its network cannot hold a
+/// learner's lock until TCP notices, and a stuck statement fails (and is retried) instead of
+/// stalling the pipeline. Set per transaction (`set local`), which transaction poolers keep.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub statement: Duration,
+    pub lock: Duration,
+    pub idle_in_transaction: Duration,
+}
+
+pub(super) async fn set_timeouts(
+    tx: &mut Transaction<'_, Postgres>,
+    timeouts: &Timeouts,
+) -> Result<(), sqlx::Error> {
+    let ms = |d: Duration| format!("{}ms", d.as_millis());
+    sqlx::query(
+        "select set_config('statement_timeout', $1, true), set_config('lock_timeout', $2, true),
+                set_config('idle_in_transaction_session_timeout', $3, true)",
+    )
+    .bind(ms(timeouts.statement))
+    .bind(ms(timeouts.lock))
+    .bind(ms(timeouts.idle_in_transaction))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Serialises appliers per learner, including learners that have no row yet.
+pub(super) async fn lock_learners(
+    tx: &mut Transaction<'_, Postgres>,
+    keys: &[Key],
+) -> Result<(), sqlx::Error> {
+    let (users, tracks): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
+    sqlx::query(
+        "select pg_advisory_xact_lock(hashtextextended(u::text || t::text, 0))
+         from (select u, t from unnest($1::uuid[], $2::uuid[]) as k (u, t) order by u, t) as ordered",
+    )
+    .bind(users)
+    .bind(tracks)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn load_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    keys: &[Key],
+) -> Result<HashMap<Key, UserProgress>, sqlx::Error> {
+    let (users, tracks): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
+    // `for update` as well: the CRUD layer writes rows under the row lock, not the advisory one
+    let rows: Vec<ProgressRow> = sqlx::query_as(
+        "select p.* from user_progress p
+         join unnest($1::uuid[], $2::uuid[]) as k (u, t) on p.user_id = k.u and p.track_id = k.t
+         order by p.user_id, p.track_id
+         for update of p",
+    )
+    .bind(users)
+    .bind(tracks)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            let progress =
+                UserProgress::try_from(row).map_err(|e| sqlx::Error::Decode(e.into()))?;
+            Ok(((progress.user_id, progress.track_id), progress))
+        })
+        .collect()
+}
+
+/// The highest seq in each learner's ledger; learners without entries are absent.
+pub(super) async fn applied_through(
+    tx: &mut Transaction<'_, Postgres>,
+    keys: &[Key],
+) -> Result<HashMap<Key, i64>, sqlx::Error> {
+    let (users, tracks): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
+    let rows: Vec<(Uuid, Uuid, i64)> = sqlx::query_as(
+        "select k.u, k.t, last.seq
+         from unnest($1::uuid[], $2::uuid[]) as k (u, t)
+         cross join lateral (
+             select seq from progress_ledger l
+             where l.user_id = k.u and l.track_id = k.t
+             order by seq desc limit 1
+         ) as last",
+    )
+    .bind(users)
+    .bind(tracks)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.into_iter().map(|(u, t, seq)| ((u, t), seq)).collect())
+}
+
+/// Why a command was rejected: a short code (the dead letter's subject) and the full reason.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub code: String,
+    pub reason: String,
+}
+
+/// A ledger entry that shares an id, or a learner's seq, with a command of the batch.
+pub(super) struct LedgerEntry {
+    pub command_id: Uuid,
+    pub user_id: Uuid,
+    pub track_id: Uuid,
+    pub seq: i64,
+    pub outcome: String,
+    pub rejection: Option<Rejection>,
+    /// The command as stored; `None` when it no longer decodes (then it is not compared).
+    pub payload: Option<ProgressCommand>,
+}
+
+type EntryRow = (
+    Uuid,
+    Uuid,
+    Uuid,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Json<serde_json::Value>,
+);
+
+pub(super) async fn load_ledger(
+    tx: &mut Transaction<'_, Postgres>,
+    commands: &[ProgressCommand],
+) -> Result<Vec<LedgerEntry>, sqlx::Error> {
+    let ids: Vec<Uuid> = commands.iter().map(|c| c.command_id).collect();
+    let users: Vec<Uuid> = commands.iter().map(|c| c.user_id).collect();
+    let tracks: Vec<Uuid> = commands.iter().map(|c| c.track_id).collect();
+    let seqs: Vec<i64> = commands.iter().map(|c| c.seq).collect();
+    let rows: Vec<EntryRow> = sqlx::query_as(
+        "select command_id, user_id, track_id, seq, outcome, reason_code, reason, payload
+         from progress_ledger where command_id = any($1)
+         union
+         select l.command_id, l.user_id, l.track_id, l.seq, l.outcome, l.reason_code, l.reason,
+                l.payload
+         from unnest($2::uuid[], $3::uuid[], $4::bigint[]) as k (u, t, s)
+         join progress_ledger l on l.user_id = k.u and l.track_id = k.t and l.seq = k.s",
+    )
+    .bind(ids)
+    .bind(users)
+    .bind(tracks)
+    .bind(seqs)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(command_id, user_id, track_id, seq, outcome, code, reason, payload)| LedgerEntry {
+                command_id,
+                user_id,
+                track_id,
+                seq,
+                rejection: (outcome == "rejected").then(|| Rejection {
+                    // entries older than the reason code were all unit or track refusals
+                    code: code.unwrap_or_else(|| "rejected".to_owned()),
+                    reason: reason.unwrap_or_default(),
+                }),
+                outcome,
+                payload: serde_json::from_value(payload.0).ok(),
+            },
+        )
+        .collect())
+}
+
+/// Writes the merged rows with one batched upsert; public so the benchmark's raw-write anchor
+/// runs exactly this statement.
+pub async fn upsert_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[&UserProgress],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // PostgreSQL arrays must be rectangular, so each row's unit set travels as one text literal
+    let completed: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let ids: Vec<String> = r.completed_unit_ids.iter().map(Uuid::to_string).collect();
+            format!("{{{}}}", ids.join(","))
+        })
+        .collect();
+    sqlx::query(
+        "insert into user_progress (user_id, track_id, status, current_unit_id, completed_unit_ids,
+             assessment_results, started_at, completed_at, updated_at, last_seq, version)
+         select r.user_id, r.track_id, r.status, r.current_unit_id, r.completed::uuid[],
+                r.results, r.started_at, r.completed_at, r.updated_at, r.last_seq, r.version
+         from unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::jsonb[],
+                     $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::bigint[], $11::bigint[])
+              as r (user_id, track_id, status, current_unit_id, completed, results,
+                    started_at, completed_at, updated_at, last_seq, version)
+         on conflict (user_id, track_id) do update set
+             status = excluded.status,
+             current_unit_id = excluded.current_unit_id,
+             completed_unit_ids = excluded.completed_unit_ids,
+             assessment_results = excluded.assessment_results,
+             started_at = excluded.started_at,
+             completed_at = excluded.completed_at,
+             updated_at = excluded.updated_at,
+             last_seq = excluded.last_seq,
+             version = excluded.version",
+    )
+    .bind(rows.iter().map(|r| r.user_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.track_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.current_unit_id).collect::<Vec<_>>())
+    .bind(completed)
+    .bind(rows.iter().map(|r| Json(&r.assessment_results)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.started_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.completed_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.last_seq).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// One `progress_ledger` row to insert.
+pub struct LedgerRow<'a> {
+    pub command: &'a ProgressCommand,
+    pub outcome: &'static str,
+    pub rejection: Option<Rejection>,
+    pub version_after: Option<i64>,
+}
+
+/// Records the batch's commands with one batched insert. Every id was checked against the
+/// ledger under the learners' locks, so nothing here conflicts; should it anyway, the insert
+/// fails rather than dropping a row.
+pub async fn insert_ledger(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[LedgerRow<'_>],
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&LedgerRow<'_>) -> Uuid| rows.iter().map(f).collect::<Vec<_>>();
+    let rejection = |f: fn(&Rejection) -> &str| {
+        rows.iter()
+            .map(|r| r.rejection.as_ref().map(|x| f(x).to_owned()))
+            .collect::<Vec<_>>()
+    };
+    sqlx::query(
+        "insert into progress_ledger (command_id, user_id, track_id, seq, kind, payload,
+             occurred_at, applied_at, outcome, reason_code, reason, version_after)
+         select l.command_id, l.user_id, l.track_id, l.seq, l.kind, l.payload, l.occurred_at, $8,
+                l.outcome, l.reason_code, l.reason, l.version_after
+         from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[], $6::jsonb[],
+                     $7::timestamptz[], $9::text[], $10::text[], $11::text[], $12::bigint[])
+              as l (command_id, user_id, track_id, seq, kind, payload, occurred_at,
+                    outcome, reason_code, reason, version_after)",
+    )
+    .bind(column(|r| r.command.command_id))
+    .bind(column(|r| r.command.user_id))
+    .bind(column(|r| r.command.track_id))
+    .bind(rows.iter().map(|r| r.command.seq).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.command.kind()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| Json(r.command)).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.command.occurred_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(now)
+    .bind(rows.iter().map(|r| r.outcome).collect::<Vec<_>>())
+    .bind(rejection(|r| &r.code))
+    .bind(rejection(|r| &r.reason))
+    .bind(rows.iter().map(|r| r.version_after).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
