@@ -818,3 +818,53 @@ async fn a_command_no_stream_takes_is_a_transient_failure() {
     );
     delete_streams(&js, &nats).await;
 }
+
+/// Other SDKs' JSON converters may write `NaN`, `null` or a string where a number belongs:
+/// such a signal is ignored with its reason, never wedging the run, and an unknown field is
+/// no reason to refuse one.
+#[sqlx::test]
+async fn malformed_signal_payloads_are_ignored_and_the_path_goes_on(pool: PgPool) {
+    use temporalio_client::{UntypedSignal, UntypedWorkflow, WorkflowSignalOptions};
+    use temporalio_common::data_converters::RawValue;
+    let track = create_track(&pool, "Malformed signals", 2).await.unwrap();
+    let units: Vec<Uuid> = track.units.iter().map(|u| u.id).collect();
+    let user = Uuid::new_v4();
+    with_worker(pool.clone(), |client, temporal, nats, js| async move {
+        let (stop, applier) = spawn_applier(&js, &pool, &nats);
+        let id = client::start(&client, &temporal, LearningPathInput::new(user, track.id, units.clone()))
+            .await
+            .unwrap();
+        let (u0, attempt) = (units[0], Uuid::new_v4());
+        let bodies = [
+            ("assessment_recorded", format!(r#"{{"unit_id":"{u0}","attempt_id":"{attempt}","score":NaN,"max_score":10,"passed":true}}"#)),
+            ("assessment_recorded", format!(r#"{{"unit_id":"{u0}","attempt_id":"{attempt}","score":"8","max_score":10,"passed":true}}"#)),
+            ("unit_completed", r#"{"unit_id":null}"#.to_owned()),
+            ("unit_completed", "{}".to_owned()),
+            ("unit_completed", format!(r#"{{"unit_id":"{u0}","completed_by":"another sdk"}}"#)),
+        ];
+        for (signal, body) in bodies {
+            client
+                .get_workflow_handle::<UntypedWorkflow>(id.clone())
+                .signal(
+                    UntypedSignal::new(signal),
+                    RawValue::new(vec![workflow::json_payload(body.into_bytes())]),
+                    WorkflowSignalOptions::default(),
+                )
+                .await
+                .unwrap();
+        }
+        client::signal_unit_completed(&client, user, track.id, units[1])
+            .await
+            .unwrap();
+        let outcome = tokio::time::timeout(WAIT, client::result(&client, user, track.id))
+            .await
+            .expect("the run finishes despite the malformed signals")
+            .unwrap();
+        assert_eq!(outcome.completed_unit_ids, units);
+        let view = client::progress(&client, user, track.id).await.unwrap();
+        assert_eq!(view.ignored_signals, 4, "{view:?}");
+        stop.cancel();
+        applier.await.unwrap().unwrap();
+    })
+    .await;
+}

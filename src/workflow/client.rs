@@ -12,6 +12,7 @@ use temporalio_client::{
 };
 use uuid::Uuid;
 
+use super::Lenient;
 use super::{
     AssessmentRecorded, LearningPathInput, LearningPathWorkflow, PathOutcome, PathView,
     TemporalConfig, UnitCompleted, workflow_id,
@@ -89,7 +90,7 @@ pub async fn signal_unit_completed(
         .get_workflow_handle::<LearningPathWorkflow>(id.clone())
         .signal(
             LearningPathWorkflow::unit_completed,
-            UnitCompleted { unit_id },
+            Lenient::Valid(UnitCompleted { unit_id }),
             WorkflowSignalOptions::default(),
         )
         .await
@@ -107,7 +108,7 @@ pub async fn signal_assessment_recorded(
         .get_workflow_handle::<LearningPathWorkflow>(id.clone())
         .signal(
             LearningPathWorkflow::assessment_recorded,
-            assessment,
+            Lenient::Valid(assessment),
             WorkflowSignalOptions::default(),
         )
         .await

@@ -11,6 +11,7 @@
 mod activities;
 pub mod cli;
 pub mod client;
+mod lenient;
 mod worker;
 mod workflows;
 
@@ -18,6 +19,7 @@ pub use activities::{
     ProgressActivities, PublishFailure, PublishReceipt, ReconcileRequest, ResumePoint,
     ResumeRequest, publish,
 };
+pub use lenient::{Lenient, json_payload};
 pub use worker::{WorkerDeps, WorkerError, run, serve};
 pub use workflows::{
     AssessmentRecorded, COMMAND_ID_NAMESPACE, Carry, Inbound, LearningPathInput,

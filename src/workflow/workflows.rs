@@ -21,6 +21,7 @@ use super::activities::{
     ProgressActivities, PublishReceipt, ReconcileRequest, ResumePoint, ResumeRequest,
     publish_options, reconcile_options,
 };
+use super::lenient::Lenient;
 use crate::model::{Action, ProgressCommand};
 
 /// Namespace of the UUIDv5 command ids; changing it would re-identify every future command.
@@ -163,6 +164,9 @@ pub struct PathView {
     /// Signals and updates accepted but not yet published.
     pub pending: usize,
     pub track_completed: bool,
+    /// Signals of this run whose payload was not of the expected shape, ignored.
+    #[serde(default)]
+    pub ignored_signals: u32,
 }
 
 /// The workflow's result.
@@ -195,6 +199,8 @@ pub struct LearningPathWorkflow {
     published_this_run: u32,
     /// Runs before this one (continue-as-new).
     previous_runs: u32,
+    /// Signals whose payload was not of the expected shape, this run.
+    ignored_signals: u32,
 }
 
 #[workflow_methods]
@@ -214,6 +220,7 @@ impl LearningPathWorkflow {
             dirty: false,
             published_this_run: 0,
             previous_runs: 0,
+            ignored_signals: 0,
         };
         if let Some(carry) = carry {
             workflow.started = true;
@@ -293,25 +300,42 @@ impl LearningPathWorkflow {
         }
     }
 
-    /// Signals cannot be refused: an invalid one is logged and ignored by the run loop.
+    /// Signals cannot be refused: an invalid one — a payload of the wrong shape included — is
+    /// logged and ignored.
     #[signal(name = "unit_completed")]
-    pub fn unit_completed(&mut self, ctx: &mut SyncWorkflowContext<Self>, input: UnitCompleted) {
-        self.enqueue(ctx.workflow_time(), |at| Inbound::UnitCompleted {
-            unit_id: input.unit_id,
-            at,
-        });
+    pub fn unit_completed(
+        &mut self,
+        ctx: &mut SyncWorkflowContext<Self>,
+        input: Lenient<UnitCompleted>,
+    ) {
+        match input {
+            Lenient::Valid(input) => {
+                self.enqueue(ctx.workflow_time(), |at| Inbound::UnitCompleted {
+                    unit_id: input.unit_id,
+                    at,
+                })
+            }
+            Lenient::Invalid { reason } => self.ignore_malformed(ctx, "unit_completed", &reason),
+        }
     }
 
     #[signal(name = "assessment_recorded")]
     pub fn assessment_recorded(
         &mut self,
         ctx: &mut SyncWorkflowContext<Self>,
-        input: AssessmentRecorded,
+        input: Lenient<AssessmentRecorded>,
     ) {
-        self.enqueue(ctx.workflow_time(), |at| Inbound::AssessmentRecorded {
-            assessment: input,
-            at,
-        });
+        match input {
+            Lenient::Valid(input) => {
+                self.enqueue(ctx.workflow_time(), |at| Inbound::AssessmentRecorded {
+                    assessment: input,
+                    at,
+                })
+            }
+            Lenient::Invalid { reason } => {
+                self.ignore_malformed(ctx, "assessment_recorded", &reason)
+            }
+        }
     }
 
     #[query(name = "progress")]
@@ -526,6 +550,18 @@ fn now(ctx: &WorkflowContext<LearningPathWorkflow>) -> WorkflowResult<DateTime<U
 
 /// Plain helpers: the macro renames annotated methods, so shared logic lives here.
 impl LearningPathWorkflow {
+    fn ignore_malformed(&mut self, ctx: &SyncWorkflowContext<Self>, signal: &str, reason: &str) {
+        self.ignored_signals += 1;
+        if !ctx.is_replaying() {
+            tracing::warn!(
+                workflow.id = ctx.workflow_id(),
+                signal,
+                reason,
+                "ignored a malformed signal"
+            );
+        }
+    }
+
     /// Handlers only enqueue, stamped with the workflow time at which they ran.
     fn enqueue(
         &mut self,
@@ -559,6 +595,7 @@ impl LearningPathWorkflow {
             seq: self.seq,
             pending: self.inbox.len(),
             track_completed: self.track_completed,
+            ignored_signals: self.ignored_signals,
         }
     }
 
