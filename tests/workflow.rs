@@ -101,7 +101,7 @@ async fn a_learner_completing_every_unit_publishes_the_exact_commands_in_seq_ord
     with_worker(pool.clone(), |client, temporal, nats, js| async move {
         let input = LearningPathInput {
             // no applier runs here: one reconcile round, then the outcome lists what is missing
-            reconcile_rounds: 1,
+            reconcile_rounds: Some(1),
             reconcile_interval_ms: 50,
             ..LearningPathInput::new(user, track.id, units.clone())
         };
@@ -194,7 +194,7 @@ async fn updates_outside_the_track_are_rejected_and_publish_nothing(pool: PgPool
     let user = Uuid::new_v4();
     with_worker(pool.clone(), |client, temporal, nats, js| async move {
         let input = LearningPathInput {
-            reconcile_rounds: 0,
+            reconcile_rounds: Some(0),
             ..LearningPathInput::new(user, track.id, units.clone())
         };
         client::start(&client, &temporal, input).await.unwrap();
@@ -285,7 +285,7 @@ async fn a_command_lost_from_the_stream_is_republished_by_reconcile_and_applied(
         };
         messaging::ensure_streams(&js, &nats).await.unwrap();
         let input = LearningPathInput {
-            reconcile_rounds: 30,
+            reconcile_rounds: Some(30),
             reconcile_interval_ms: 300,
             ..LearningPathInput::new(user, track.id, units.clone())
         };
@@ -863,6 +863,87 @@ async fn malformed_signal_payloads_are_ignored_and_the_path_goes_on(pool: PgPool
         assert_eq!(outcome.completed_unit_ids, units);
         let view = client::progress(&client, user, track.id).await.unwrap();
         assert_eq!(view.ignored_signals, 4, "{view:?}");
+        stop.cancel();
+        applier.await.unwrap().unwrap();
+    })
+    .await;
+}
+
+/// A command the broker loses while no applier runs outlives the quiet-period reconcile:
+/// reconcile keeps going, with a growing wait, until the projection has it — the learner
+/// need not come back.
+#[sqlx::test]
+async fn reconcile_keeps_going_until_the_projection_has_every_command(pool: PgPool) {
+    use temporalio_client::WorkflowFetchHistoryOptions;
+    use temporalio_common::protos::temporal::api::enums::v1::EventType;
+    let track = create_track(&pool, "Lost and found", 2).await.unwrap();
+    let units: Vec<Uuid> = track.units.iter().map(|u| u.id).collect();
+    let user = Uuid::new_v4();
+    with_worker(pool.clone(), |client, temporal, nats, js| async move {
+        // a re-publish within this window is dropped as a duplicate, as after a real loss
+        let nats = NatsConfig {
+            duplicate_window_secs: 2,
+            ..nats
+        };
+        messaging::ensure_streams(&js, &nats).await.unwrap();
+        let input = LearningPathInput {
+            quiet_period_ms: 300,
+            reconcile_interval_ms: 100,
+            ..LearningPathInput::new(user, track.id, units.clone())
+        };
+        let id = client::start(&client, &temporal, input).await.unwrap();
+        client::signal_unit_completed(&client, user, track.id, units[0])
+            .await
+            .unwrap();
+        eventually(WAIT, "both commands stored", || async {
+            (stream_len(&js, &nats.commands_stream).await >= 2).then_some(())
+        })
+        .await;
+        let mut stream = js.get_stream(&nats.commands_stream).await.unwrap();
+        assert!(
+            stream.delete_message(2).await.unwrap(),
+            "the broker loses seq 2"
+        );
+
+        // the first quiet-period pass (resume, then three looks) re-publishes seq 2 and ends
+        let handle = client.get_workflow_handle::<LearningPathWorkflow>(id.clone());
+        eventually(WAIT, "the first reconcile pass over", || async {
+            let events = handle
+                .fetch_history(WorkflowFetchHistoryOptions::default())
+                .into_events()
+                .await
+                .ok()?;
+            let done = events
+                .iter()
+                .filter(|e| e.event_type == EventType::ActivityTaskCompleted as i32)
+                .count();
+            (done >= 4).then_some(())
+        })
+        .await;
+        // and the broker loses it again, after that pass: only a later pass can repair it
+        let last = stream.info().await.unwrap().state.last_sequence;
+        for sequence in 3..=last {
+            if let Ok(message) = stream.get_raw_message(sequence).await
+                && decode_command(&message.payload).unwrap().seq == 2
+            {
+                stream.delete_message(sequence).await.unwrap();
+            }
+        }
+        let (stop, applier) = spawn_applier(&js, &pool, &nats);
+        let row = eventually(WAIT, "the lost unit in the projection", || async {
+            get_user_progress(&pool, user, track.id)
+                .await
+                .unwrap()
+                .filter(|row| row.completed_unit_ids == vec![units[0]])
+        })
+        .await;
+        assert_eq!(row.version, 2);
+        let view = eventually(WAIT, "nothing left unconfirmed", || async {
+            let view = client::progress(&client, user, track.id).await.ok()?;
+            view.unconfirmed_seqs.is_empty().then_some(view)
+        })
+        .await;
+        assert_eq!(view.seq, 2);
         stop.cancel();
         applier.await.unwrap().unwrap();
     })

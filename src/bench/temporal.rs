@@ -3,7 +3,7 @@
 //! the real activities — a JetStream publish and ack, two ledger reads — cost the workflow.
 //!
 //! Each workflow: start, three units completed by signals (five commands), one reconcile look
-//! (`reconcile_rounds: 0`, so no applier is needed and both sides run the same activities).
+//! (`reconcile_rounds: Some(0)`, so no applier is needed and both sides run the same activities).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -185,7 +185,7 @@ async fn run_many(
                 let _slot = slots.acquire_owned().await?;
                 let user = Uuid::new_v4();
                 let input = LearningPathInput {
-                    reconcile_rounds: 0,
+                    reconcile_rounds: Some(0),
                     ..LearningPathInput::new(user, track_id, units.clone())
                 };
                 client::start(&client, &temporal, input).await?;

@@ -42,6 +42,9 @@ pub struct ReconcileRequest {
     pub user_id: Uuid,
     pub track_id: Uuid,
     pub highest_seq: i64,
+    /// The seqs to ask about; when absent (requests of older runs), all of `1..=highest_seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seqs: Option<Vec<i64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -188,23 +191,27 @@ impl ProgressActivities {
         Err(ActivityError::application(ApplicationFailure::new(message)))
     }
 
-    /// The seqs in `1..=highest_seq` the ledger has not recorded.
+    /// Which of the asked seqs (by default all of `1..=highest_seq`) the ledger lacks.
     #[activity(name = "reconcile_progress")]
     pub async fn reconcile_progress(
         self: Arc<Self>,
         _ctx: ActivityContext,
         request: ReconcileRequest,
     ) -> Result<Vec<i64>, ActivityError> {
+        let asked: Vec<i64> = request
+            .seqs
+            .unwrap_or_else(|| (1..=request.highest_seq).collect());
         let applied: Vec<i64> = sqlx::query_scalar(
-            "select seq from progress_ledger where user_id = $1 and track_id = $2 and seq <= $3",
+            "select seq from progress_ledger where user_id = $1 and track_id = $2 and seq = any($3)",
         )
         .bind(request.user_id)
         .bind(request.track_id)
-        .bind(request.highest_seq)
+        .bind(&asked)
         .fetch_all(&self.pool)
         .await?;
         let applied: std::collections::HashSet<i64> = applied.into_iter().collect();
-        Ok((1..=request.highest_seq)
+        Ok(asked
+            .into_iter()
             .filter(|seq| !applied.contains(seq))
             .collect())
     }

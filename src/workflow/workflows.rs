@@ -31,6 +31,13 @@ pub const COMMAND_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5b0e_7f3c_2d4a_4c61_9e8
 /// without hammering it, and a re-publish eventually falls outside JetStream's duplicate window.
 const MAX_RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
 
+/// While the projection still lacks commands, reconcile passes repeat with the quiet period
+/// doubling up to this: an applier down for days costs a few activities an hour.
+const MAX_RECONCILE_WAIT: Duration = Duration::from_secs(600);
+
+/// Rounds of the reconcile that follows `track_completed` before the passes above take over.
+const FINAL_RECONCILE_ROUNDS: u32 = 10;
+
 /// The deterministic id of the command `seq` of a workflow.
 pub fn command_id(workflow_id: &str, seq: i64) -> Uuid {
     Uuid::new_v5(
@@ -50,9 +57,11 @@ pub struct LearningPathInput {
     /// Reconcile after this long without new signals, while something is unconfirmed.
     #[serde(default = "default_quiet_period_ms")]
     pub quiet_period_ms: u64,
-    /// How many times the final reconcile re-publishes what is missing before giving up.
-    #[serde(default = "default_reconcile_rounds")]
-    pub reconcile_rounds: u32,
+    /// Unset (the default): reconcile until the projection has every command, however long
+    /// that takes. Set: the run ends after this many final rounds even with commands missing
+    /// (they are listed in its outcome) — for benches and tests that run no applier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile_rounds: Option<u32>,
     /// The first wait between reconcile rounds; it doubles up to a minute.
     #[serde(default = "default_reconcile_interval_ms")]
     pub reconcile_interval_ms: u64,
@@ -73,10 +82,6 @@ fn default_quiet_period_ms() -> u64 {
     60_000
 }
 
-fn default_reconcile_rounds() -> u32 {
-    10
-}
-
 fn default_reconcile_interval_ms() -> u64 {
     2_000
 }
@@ -88,7 +93,7 @@ impl LearningPathInput {
             track_id,
             unit_ids,
             quiet_period_ms: default_quiet_period_ms(),
-            reconcile_rounds: default_reconcile_rounds(),
+            reconcile_rounds: None,
             reconcile_interval_ms: default_reconcile_interval_ms(),
             commands_per_run: default_commands_per_run(),
             carry: None,
@@ -164,6 +169,9 @@ pub struct PathView {
     /// Signals and updates accepted but not yet published.
     pub pending: usize,
     pub track_completed: bool,
+    /// Published seqs the projection has not confirmed yet; reconcile re-publishes them.
+    #[serde(default)]
+    pub unconfirmed_seqs: Vec<i64>,
     /// Signals of this run whose payload was not of the expected shape, ignored.
     #[serde(default)]
     pub ignored_signals: u32,
@@ -201,6 +209,10 @@ pub struct LearningPathWorkflow {
     previous_runs: u32,
     /// Signals whose payload was not of the expected shape, this run.
     ignored_signals: u32,
+    /// Reconcile passes in a row that left commands unconfirmed; lengthens the next wait.
+    failed_reconciles: u32,
+    /// The reconcile after `track_completed` ran its rounds in this run.
+    final_reconciled: bool,
 }
 
 #[workflow_methods]
@@ -221,6 +233,8 @@ impl LearningPathWorkflow {
             published_this_run: 0,
             previous_runs: 0,
             ignored_signals: 0,
+            failed_reconciles: 0,
+            final_reconciled: false,
         };
         if let Some(carry) = carry {
             workflow.started = true;
@@ -257,8 +271,22 @@ impl LearningPathWorkflow {
             }
 
             if ctx.state(|s| s.track_completed) {
-                let rounds = ctx.state(|s| s.input.reconcile_rounds);
-                let unreconciled_seqs = reconcile(ctx, rounds).await?;
+                let limit = ctx.state(|s| s.input.reconcile_rounds);
+                let unreconciled_seqs = if ctx.state(|s| s.final_reconciled) {
+                    ctx.state(|s| s.unconfirmed.keys().copied().collect())
+                } else {
+                    let rounds = limit.unwrap_or(FINAL_RECONCILE_ROUNDS);
+                    let left = reconcile(ctx, rounds).await?;
+                    ctx.state_mut(|s| s.final_reconciled = true);
+                    left
+                };
+                if !unreconciled_seqs.is_empty() && limit.is_none() {
+                    // not done until the projection has every command: the passes below
+                    // go on, with a growing wait
+                    ctx.state_mut(|s| s.dirty = true);
+                    wait_and_reconcile(ctx).await?;
+                    continue;
+                }
                 let handlers = ctx.clone();
                 ctx.wait_condition(move |_| handlers.all_handlers_finished())
                     .await?;
@@ -285,15 +313,7 @@ impl LearningPathWorkflow {
             }
 
             if ctx.state(|s| s.dirty) {
-                let quiet = Duration::from_millis(ctx.state(|s| s.input.quiet_period_ms));
-                let quiet_elapsed = temporalio_sdk::workflows::select! {
-                    _ = ctx.timer(quiet) => true,
-                    r = ctx.wait_condition(|s: &Self| !s.inbox.is_empty()) => { r?; false }
-                };
-                if quiet_elapsed {
-                    reconcile(ctx, 2).await?;
-                    ctx.state_mut(|s| s.dirty = false);
-                }
+                wait_and_reconcile(ctx).await?;
             } else {
                 ctx.wait_condition(|s: &Self| !s.inbox.is_empty()).await?;
             }
@@ -496,6 +516,7 @@ async fn reconcile(
             user_id: s.input.user_id,
             track_id: s.input.track_id,
             highest_seq: s.seq,
+            seqs: Some(s.unconfirmed.keys().copied().collect()),
         });
         let missing: Vec<i64> = ctx
             .execute_activity(
@@ -542,6 +563,41 @@ async fn reconcile(
     Ok(unreconciled)
 }
 
+/// Once no signal came for the quiet period (doubled after every pass that left commands
+/// unconfirmed, up to [`MAX_RECONCILE_WAIT`]), reconciles; a signal arriving first ends the
+/// wait. Logs a learner whose projection still lacks commands.
+async fn wait_and_reconcile(ctx: &mut WorkflowContext<LearningPathWorkflow>) -> WorkflowResult<()> {
+    let wait = ctx.state(|s| s.reconcile_wait());
+    let quiet_elapsed = temporalio_sdk::workflows::select! {
+        _ = ctx.timer(wait) => true,
+        r = ctx.wait_condition(|s: &LearningPathWorkflow| !s.inbox.is_empty()) => { r?; false }
+    };
+    if !quiet_elapsed {
+        return Ok(());
+    }
+    let left = reconcile(ctx, 2).await?;
+    let passes = ctx.state_mut(|s| {
+        if left.is_empty() {
+            s.dirty = false;
+            s.failed_reconciles = 0;
+        } else {
+            s.failed_reconciles += 1;
+        }
+        s.failed_reconciles
+    });
+    if !left.is_empty() && !ctx.is_replaying() {
+        let next = ctx.state(|s| s.reconcile_wait());
+        tracing::warn!(
+            workflow.id = ctx.workflow_id(),
+            seqs = ?left,
+            passes,
+            next_in_secs = next.as_secs(),
+            "the projection still lacks published commands; reconciling again"
+        );
+    }
+    Ok(())
+}
+
 fn now(ctx: &WorkflowContext<LearningPathWorkflow>) -> WorkflowResult<DateTime<Utc>> {
     ctx.workflow_time()
         .map(DateTime::<Utc>::from)
@@ -582,6 +638,11 @@ impl LearningPathWorkflow {
             .find(|u| !self.completed.contains(u) && Some(*u) != skipping)
     }
 
+    fn reconcile_wait(&self) -> Duration {
+        let quiet = Duration::from_millis(self.input.quiet_period_ms);
+        (quiet * 2u32.pow(self.failed_reconciles.min(10))).min(MAX_RECONCILE_WAIT.max(quiet))
+    }
+
     fn view(&self) -> PathView {
         PathView {
             user_id: self.input.user_id,
@@ -595,6 +656,7 @@ impl LearningPathWorkflow {
             seq: self.seq,
             pending: self.inbox.len(),
             track_completed: self.track_completed,
+            unconfirmed_seqs: self.unconfirmed.keys().copied().collect(),
             ignored_signals: self.ignored_signals,
         }
     }
