@@ -9,7 +9,7 @@ mod streams;
 
 pub use headers::{CloudEvent, cloud_event_headers, header_str};
 pub use publish::{SOURCE, is_permanent, publish_command, publish_event};
-pub use streams::{delete_streams, ensure_streams};
+pub use streams::{MAX_COMMAND_BYTES, StreamSetupError, delete_streams, ensure_streams};
 
 use std::time::Duration;
 
@@ -45,9 +45,24 @@ pub struct NatsConfig {
     #[arg(long, env = "NATS_DLQ_STREAM", default_value = "PROGRESS_DLQ")]
     pub dlq_stream: String,
 
-    /// How long streams keep messages; long enough to rebuild the projection by replay.
+    /// How long the events stream keeps events for subscribers (commands and dead letters
+    /// are never aged out).
     #[arg(long, env = "NATS_STREAM_MAX_AGE_HOURS", default_value_t = 24 * 7)]
     pub max_age_hours: u64,
+
+    /// Most bytes the events stream keeps; the oldest events go first.
+    #[arg(long, env = "NATS_EVENTS_MAX_BYTES", default_value_t = 1 << 30)]
+    pub events_max_bytes: i64,
+
+    /// Most bytes of dead letters kept; beyond it new ones are refused (and retried), never
+    /// old ones dropped. Handle them before it fills.
+    #[arg(long, env = "NATS_DLQ_MAX_BYTES", default_value_t = 1 << 30)]
+    pub dlq_max_bytes: i64,
+
+    /// Most bytes of unapplied commands; beyond it publishes are refused (and retried), never
+    /// a command dropped. -1: as much as the server allows.
+    #[arg(long, env = "NATS_COMMANDS_MAX_BYTES", default_value_t = -1, allow_negative_numbers = true)]
+    pub commands_max_bytes: i64,
 
     /// Window in which JetStream drops a republished message with the same `Nats-Msg-Id`.
     #[arg(long, env = "NATS_DUPLICATE_WINDOW_SECS", default_value_t = 120)]
@@ -70,12 +85,16 @@ impl NatsConfig {
             events_stream: format!("{upper}_PROGRESS_EVENTS"),
             dlq_stream: format!("{upper}_PROGRESS_DLQ"),
             max_age_hours: 1,
+            // small, so many tests' streams fit beside each other in one server's storage
+            events_max_bytes: 64 << 20,
+            dlq_max_bytes: 64 << 20,
+            commands_max_bytes: 64 << 20,
             duplicate_window_secs: 120,
             replicas: 1,
         }
     }
 
-    pub fn max_age(&self) -> Duration {
+    pub fn events_max_age(&self) -> Duration {
         Duration::from_secs(self.max_age_hours * 3600)
     }
 

@@ -32,7 +32,7 @@ pub enum WorkerError {
     #[error("opening the database pool")]
     Database(#[from] sqlx::Error),
     #[error("creating the NATS streams")]
-    Streams(#[from] jetstream::context::CreateStreamError),
+    Streams(#[from] messaging::StreamSetupError),
     #[error("starting the Temporal worker")]
     Start(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the Temporal worker stopped with an error")]

@@ -412,3 +412,50 @@ async fn two_appliers_apply_one_learner_in_seq_order(pool: PgPool) {
     stop(second).await;
     common::delete_streams(&js, &nats).await;
 }
+
+/// An applier outage longer than any age limit must not lose commands or dead letters: the
+/// commands stream is a work queue without an age limit (a command leaves when applied), dead
+/// letters never age out, and only events — derivable again — are bounded by age and bytes.
+#[tokio::test]
+async fn streams_keep_commands_until_applied_and_dead_letters_until_handled() {
+    use async_nats::jetstream::stream::{DiscardPolicy, RetentionPolicy};
+    let (nats, js) = isolated_nats().await;
+    let config = |name: String| {
+        let js = js.clone();
+        async move {
+            js.get_stream(name)
+                .await
+                .unwrap()
+                .info()
+                .await
+                .unwrap()
+                .config
+                .clone()
+        }
+    };
+    let commands = config(nats.commands_stream.clone()).await;
+    assert_eq!(commands.retention, RetentionPolicy::WorkQueue);
+    assert_eq!(commands.max_age, std::time::Duration::ZERO);
+    assert_eq!(commands.discard, DiscardPolicy::New);
+    let dead = config(nats.dlq_stream.clone()).await;
+    assert_eq!(dead.max_age, std::time::Duration::ZERO);
+    assert_eq!(dead.discard, DiscardPolicy::New);
+    let events = config(nats.events_stream.clone()).await;
+    assert!(events.max_age > std::time::Duration::ZERO && events.max_bytes > 0);
+    assert_eq!(events.discard, DiscardPolicy::Old);
+
+    // a commands stream of an older version, kept by age, is refused with what to do
+    common::delete_streams(&js, &nats).await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: nats.commands_stream.clone(),
+        subjects: vec![format!("{}.cmd.>", nats.subject_prefix)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let refused = learning_progress::messaging::ensure_streams(&js, &nats)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("delete it"), "{refused}");
+    common::delete_streams(&js, &nats).await;
+}

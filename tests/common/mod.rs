@@ -210,3 +210,32 @@ impl Drop for NatsServer {
         let _ = std::fs::remove_dir_all(&self.store);
     }
 }
+
+/// How many messages `stream` ever stored (its last sequence): unlike `stream_len`, it does not
+/// drop when the applier takes commands off the work-queue commands stream.
+pub async fn ever_stored(js: &jetstream::Context, stream: &str) -> u64 {
+    let mut stream = js.get_stream(stream).await.expect("stream exists");
+    stream
+        .info()
+        .await
+        .expect("stream info")
+        .state
+        .last_sequence
+}
+
+/// The messages `stream` holds now, in stream order, read by sequence without a consumer
+/// (a consumer's acks would take commands off the work-queue commands stream).
+pub async fn stored(
+    js: &jetstream::Context,
+    stream: &str,
+) -> Vec<async_nats::jetstream::message::StreamMessage> {
+    let last = ever_stored(js, stream).await;
+    let stream = js.get_stream(stream).await.expect("stream exists");
+    let mut messages = Vec::new();
+    for sequence in 1..=last {
+        if let Ok(message) = stream.get_raw_message(sequence).await {
+            messages.push(message);
+        }
+    }
+    messages
+}
