@@ -1,0 +1,137 @@
+//! The service as separate processes — two appliers and two workers — killed with SIGKILL and
+//! restarted over and over while `simulate` drives learners through real workflows: every
+//! learner's row, ledger (outcomes and versions) and command ids must still equal the model.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use learning_progress::simulate::{self, SimulateConfig};
+use learning_progress::workflow::{self, TemporalConfig};
+use sqlx::PgPool;
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+/// One service process (`consumer` or `worker`), restartable, its output kept in a log file.
+struct Service {
+    role: &'static str,
+    env: Vec<(String, String)>,
+    logs: PathBuf,
+    child: Child,
+    starts: usize,
+}
+
+impl Service {
+    fn start(role: &'static str, env: &[(String, String)], logs: &Path) -> Service {
+        let child = spawn(role, env, logs, 0);
+        Service {
+            role,
+            env: env.to_vec(),
+            logs: logs.to_owned(),
+            child,
+            starts: 1,
+        }
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would, then the same process again.
+    async fn kill_and_restart(&mut self) {
+        self.child.start_kill().expect("SIGKILL delivered");
+        self.child.wait().await.expect("the killed process reaped");
+        self.child = spawn(self.role, &self.env, &self.logs, self.starts);
+        self.starts += 1;
+    }
+}
+
+fn spawn(role: &str, env: &[(String, String)], logs: &Path, start: usize) -> Child {
+    let log = std::fs::File::create(logs.join(format!("{role}-{start}.log"))).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_learning-progress"))
+        .arg(role)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the service binary starts")
+}
+
+#[sqlx::test]
+async fn simulate_under_repeated_kills_of_appliers_and_workers_has_no_mismatch(pool: PgPool) {
+    let database: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let database_url = format!("{}/{database}", &base[..base.rfind('/').unwrap()]);
+    let (nats, js) = common::isolated_nats().await;
+    let temporal = TemporalConfig::new(
+        std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7233".to_owned()),
+        format!("kills-{}", Uuid::new_v4()),
+    );
+    let env: Vec<(String, String)> = [
+        ("DATABASE_URL", database_url),
+        ("DATABASE_MAX_CONNECTIONS", "4".to_owned()),
+        ("NATS_URL", nats.url.clone()),
+        ("NATS_SUBJECT_PREFIX", nats.subject_prefix.clone()),
+        ("NATS_COMMANDS_STREAM", nats.commands_stream.clone()),
+        ("NATS_EVENTS_STREAM", nats.events_stream.clone()),
+        ("NATS_DLQ_STREAM", nats.dlq_stream.clone()),
+        ("NATS_STREAM_MAX_AGE_HOURS", nats.max_age_hours.to_string()),
+        ("NATS_EVENTS_MAX_BYTES", nats.events_max_bytes.to_string()),
+        ("NATS_DLQ_MAX_BYTES", nats.dlq_max_bytes.to_string()),
+        (
+            "NATS_COMMANDS_MAX_BYTES",
+            nats.commands_max_bytes.to_string(),
+        ),
+        ("TEMPORAL_ADDRESS", temporal.address.clone()),
+        ("TEMPORAL_TASK_QUEUE", temporal.task_queue.clone()),
+        // a killed applier's commands come back soon
+        ("APPLIER_ACK_WAIT_SECS", "2".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let logs = std::env::temp_dir().join(format!("lp-kills-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut services = vec![
+        Service::start("consumer", &env, &logs),
+        Service::start("worker", &env, &logs),
+        Service::start("consumer", &env, &logs),
+        Service::start("worker", &env, &logs),
+    ];
+
+    let client = workflow::connect(&temporal, "kills").await.unwrap();
+    let config = SimulateConfig {
+        learners: 40,
+        units: 5,
+        concurrency: 20,
+        seed: 7,
+        timeout_secs: 180,
+    };
+    let simulation = simulate::run(&client, &temporal, &pool, &config);
+    // one of the four killed every 1.5 s, in turn, twelve times, then left to finish
+    let killer = async {
+        for round in 0..12 {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            services[round % 4].kill_and_restart().await;
+        }
+    };
+    let (report, ()) = tokio::join!(simulation, killer);
+    let report = report.unwrap_or_else(|e| panic!("the simulation ran (logs in {logs:?}): {e}"));
+    assert!(report.commands >= 40 * 6, "{report}");
+    assert!(
+        report.mismatches.is_empty(),
+        "{report}\n(service logs in {logs:?})"
+    );
+    let dead_letters = common::stream_len(&js, &nats.dlq_stream).await;
+    assert_eq!(
+        dead_letters, 0,
+        "faults dead-lettered commands (logs in {logs:?})"
+    );
+    drop(services);
+    common::delete_streams(&js, &nats).await;
+    let _ = std::fs::remove_dir_all(&logs);
+}
