@@ -38,8 +38,9 @@ pub enum Outcome {
     Applied(Box<ProgressEvent>),
     /// It was new but changed nothing (e.g. a unit completed twice under two ids).
     Noop,
-    /// Its id was in the ledger already. `event` re-announces the current snapshot under the
-    /// same id when the original was applied, in case that event was never published.
+    /// Its id was in the ledger already. `event` re-announces, under the same id, the exact
+    /// snapshot the original produced (rebuilt from the ledger) when it was applied, in case
+    /// that event was never published.
     Duplicate(Option<Box<ProgressEvent>>),
     /// It can never apply: dead-lettered for `reason` (and, unless it conflicts with another
     /// command's id or seq, recorded in the ledger as rejected, so a redelivery re-sends it).
@@ -77,10 +78,13 @@ pub(super) async fn apply_batch(
     turn.wait().await;
     sql::lock_learners(&mut tx, &keys).await?;
     turn.taken();
+    let ledger = sql::load_ledger(&mut tx, commands).await?;
+    let histories = sql::histories(&mut tx, &replays(commands, &ledger)).await?;
     let read = Read {
         rows: sql::load_rows(&mut tx, &keys).await?,
         applied_through: sql::applied_through(&mut tx, &keys).await?,
-        ledger: sql::load_ledger(&mut tx, commands).await?,
+        ledger,
+        histories,
         units: track_units.for_batch(&mut tx, commands).await?,
     };
     let decided = decide(commands, read, now);
@@ -118,6 +122,8 @@ struct Read {
     /// The highest seq in each learner's ledger (0 when none).
     applied_through: HashMap<Key, i64>,
     ledger: Vec<LedgerEntry>,
+    /// The ledgers of learners with a redelivered applied command, up to its seq.
+    histories: HashMap<Key, sql::History>,
     units: UnitSets,
 }
 
@@ -135,6 +141,7 @@ fn decide(commands: &[ProgressCommand], read: Read, now: DateTime<Utc>) -> Decid
         mut rows,
         applied_through,
         ledger,
+        histories,
         units,
     } = read;
     let by_id: HashMap<Uuid, &LedgerEntry> = ledger.iter().map(|e| (e.command_id, e)).collect();
@@ -158,7 +165,7 @@ fn decide(commands: &[ProgressCommand], read: Read, now: DateTime<Utc>) -> Decid
         let key = (command.user_id, command.track_id);
         let total_units = units.get(&command.track_id).map_or(0, |u| u.len() as i64);
         let outcome = if let Some(entry) = by_id.get(&command.command_id) {
-            duplicate(command, entry, rows.get(&key), total_units, now)
+            duplicate(command, entry, histories.get(&key), total_units)
         } else if let Some(earlier) = in_batch.get(&command.command_id) {
             if *earlier == command {
                 Outcome::Duplicate(None)
@@ -250,13 +257,53 @@ fn apply<'a>(
     (outcome, ledger_row)
 }
 
+/// For each learner with a command of the batch the ledger holds as applied, the highest
+/// such seq: how far its history must be read to rebuild those commands' events.
+fn replays(commands: &[ProgressCommand], ledger: &[LedgerEntry]) -> HashMap<Key, i64> {
+    let applied: HashMap<Uuid, i64> = ledger
+        .iter()
+        .filter(|e| e.outcome == "applied")
+        .map(|e| (e.command_id, e.seq))
+        .collect();
+    let mut through: HashMap<Key, i64> = HashMap::new();
+    for command in commands {
+        if let Some(seq) = applied.get(&command.command_id) {
+            let highest = through
+                .entry((command.user_id, command.track_id))
+                .or_insert(*seq);
+            *highest = (*highest).max(*seq);
+        }
+    }
+    through
+}
+
+/// The snapshot right after the command `seq` of a learner, and when it was applied: the
+/// ledger's commands replayed in seq order, each at the time it was applied. Seq order made
+/// the original, so this is the original exactly.
+fn snapshot_at(history: &sql::History, seq: i64) -> Option<(UserProgress, DateTime<Utc>)> {
+    let mut row: Option<UserProgress> = None;
+    let mut at = None;
+    for (command, outcome, applied_at) in history.iter().filter(|(c, ..)| c.seq <= seq) {
+        if outcome == "rejected" {
+            continue;
+        }
+        row.get_or_insert_with(|| {
+            UserProgress::empty(command.user_id, command.track_id, command.occurred_at)
+        })
+        .apply(command, *applied_at);
+        if command.seq == seq {
+            at = Some(*applied_at);
+        }
+    }
+    Some((row?, at?))
+}
+
 /// A command whose id is in the ledger: the same command again, or another under its id.
 fn duplicate(
     command: &ProgressCommand,
     entry: &LedgerEntry,
-    row: Option<&UserProgress>,
+    history: Option<&sql::History>,
     total_units: i64,
-    now: DateTime<Utc>,
 ) -> Outcome {
     if entry
         .payload
@@ -267,7 +314,9 @@ fn duplicate(
     }
     match (entry.outcome.as_str(), &entry.rejection) {
         ("applied", _) => Outcome::Duplicate(
-            row.map(|row| Box::new(event(command, row.clone(), total_units, now))),
+            history
+                .and_then(|history| snapshot_at(history, entry.seq))
+                .map(|(row, applied_at)| Box::new(event(command, row, total_units, applied_at))),
         ),
         ("rejected", Some(rejection)) => Outcome::Rejected {
             reason: rejection.code.clone(),

@@ -284,3 +284,42 @@ pub async fn insert_ledger(
     .await?;
     Ok(())
 }
+
+/// One learner's ledger up to a seq, in seq order: (command, outcome, applied_at).
+pub(super) type History = Vec<(ProgressCommand, String, DateTime<Utc>)>;
+
+/// The ledgers of `through` learners, each up to its seq: enough to rebuild the snapshot any
+/// of those commands produced.
+pub(super) async fn histories(
+    tx: &mut Transaction<'_, Postgres>,
+    through: &HashMap<Key, i64>,
+) -> Result<HashMap<Key, History>, sqlx::Error> {
+    if through.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let users: Vec<Uuid> = through.keys().map(|k| k.0).collect();
+    let tracks: Vec<Uuid> = through.keys().map(|k| k.1).collect();
+    let seqs: Vec<i64> = through.values().copied().collect();
+    type Row = (Uuid, Uuid, Json<serde_json::Value>, String, DateTime<Utc>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "select l.user_id, l.track_id, l.payload, l.outcome, l.applied_at
+         from unnest($1::uuid[], $2::uuid[], $3::bigint[]) as k (u, t, s)
+         join progress_ledger l on l.user_id = k.u and l.track_id = k.t and l.seq <= k.s
+         order by l.user_id, l.track_id, l.seq",
+    )
+    .bind(users)
+    .bind(tracks)
+    .bind(seqs)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut histories: HashMap<Key, History> = HashMap::new();
+    for (user, track, payload, outcome, applied_at) in rows {
+        let command: ProgressCommand =
+            serde_json::from_value(payload.0).map_err(|e| sqlx::Error::Decode(e.into()))?;
+        histories
+            .entry((user, track))
+            .or_default()
+            .push((command, outcome, applied_at));
+    }
+    Ok(histories)
+}

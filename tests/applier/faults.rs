@@ -459,3 +459,65 @@ async fn streams_keep_commands_until_applied_and_dead_letters_until_handled() {
     assert!(refused.to_string().contains("delete it"), "{refused}");
     common::delete_streams(&js, &nats).await;
 }
+
+/// A command redelivered long after it was applied (here: after the learner's later commands)
+/// re-announces exactly the event it produced then — same version, snapshot and time — not
+/// today's snapshot under its id.
+#[sqlx::test]
+async fn a_redelivered_command_re_announces_the_exact_event_it_produced(pool: PgPool) {
+    let (nats, js) = isolated_nats().await;
+    let track = create_track(&pool, "Replay", 3).await.unwrap();
+    let user = Uuid::new_v4();
+    let commands = path(user, &track);
+    for command in &commands {
+        publish(&js, &nats, command).await;
+    }
+    let applier = start_applier(
+        &js,
+        &pool,
+        &nats,
+        ApplierConfig::default(),
+        Seams::default(),
+    );
+    let events = read_stream(&js, &nats.events_stream, commands.len(), WAIT).await;
+    stop(applier).await;
+    let original = events
+        .iter()
+        .map(|m| serde_json::from_slice::<ProgressEvent>(&m.payload).unwrap())
+        .find(|e| e.event_id == commands[1].command_id)
+        .unwrap();
+
+    // the same command again under another message id, as after JetStream's duplicate window;
+    // a plain subscriber sees its event even if the stream drops it as a duplicate
+    let client = learning_progress::messaging::connect(&nats, "test-observer")
+        .await
+        .unwrap();
+    let mut announced = client
+        .subscribe(nats.event_subject(user, track.id))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    js.publish(
+        nats.command_subject(user, track.id),
+        serde_json::to_vec(&commands[1]).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let applier = start_applier(
+        &js,
+        &pool,
+        &nats,
+        ApplierConfig::default(),
+        Seams::default(),
+    );
+    let replay = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut announced))
+        .await
+        .expect("the duplicate re-announced")
+        .unwrap();
+    let replay: ProgressEvent = serde_json::from_slice(&replay.payload).unwrap();
+    assert_eq!(replay, original);
+    stop(applier).await;
+    common::delete_streams(&js, &nats).await;
+}

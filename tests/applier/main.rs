@@ -513,7 +513,7 @@ async fn a_crash_between_commit_and_ack_applies_nothing_twice_and_still_publishe
         );
     }
     // every committed command is announced once, the crashed ones by re-publishing, each
-    // carrying a snapshot at least as new as the one its command produced
+    // carrying exactly the snapshot its command produced
     let mut announced: Vec<Uuid> = events
         .iter()
         .map(|m| serde_json::from_slice::<ProgressEvent>(&m.payload).unwrap())
@@ -522,10 +522,12 @@ async fn a_crash_between_commit_and_ack_applies_nothing_twice_and_still_publishe
                 .iter()
                 .find(|e| e.0 == event.event_id)
                 .expect("an event for a command in the ledger");
-            assert!(
-                event.version >= entry.2.unwrap(),
-                "{event:?} older than {entry:?}"
+            assert_eq!(
+                Some(event.version),
+                entry.2,
+                "{event:?} is not the version its command produced ({entry:?})"
             );
+            assert_eq!(event.applied_at, entry.3, "{event:?} vs {entry:?}");
             event.event_id
         })
         .collect();
