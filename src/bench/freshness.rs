@@ -90,7 +90,8 @@ pub async fn run(config: &BenchConfig, scale: &Scale) -> anyhow::Result<Vec<Benc
             seq,
             occurred_at: chrono::Utc::now(),
             action: Action::AssessmentRecorded {
-                unit_id: track.units[2].id,
+                // spread over the units: a unit keeps at most MAX_ATTEMPTS_PER_UNIT attempts
+                unit_id: track.units[seq as usize % track.units.len()].id,
                 attempt_id: Uuid::new_v4(),
                 score: 7.0,
                 max_score: 10.0,

@@ -166,7 +166,13 @@ pub async fn isolated_nats(
     name: &str,
 ) -> anyhow::Result<(NatsConfig, jetstream::Context)> {
     let tag = format!("b{}", &Uuid::new_v4().simple().to_string()[..12]);
-    let config = NatsConfig::isolated(url, &tag);
+    // a bench preloads far more than the small limits of test streams
+    let config = NatsConfig {
+        commands_max_bytes: -1,
+        events_max_bytes: -1,
+        dlq_max_bytes: -1,
+        ..NatsConfig::isolated(url, &tag)
+    };
     let client = messaging::connect(&config, name).await?;
     let js = jetstream::new(client);
     messaging::ensure_streams(&js, &config).await?;
