@@ -104,24 +104,34 @@ async fn simulate_under_repeated_kills_of_appliers_and_workers_has_no_mismatch(p
     ];
 
     let client = workflow::connect(&temporal, "kills").await.unwrap();
+    // KILLS_LEARNERS / KILLS_UNITS run it larger by hand (e.g. 200 and 8, the size of the
+    // reported reproduction); the default keeps `make test` within a minute
+    let scale = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
     let config = SimulateConfig {
-        learners: 40,
-        units: 5,
+        learners: scale("KILLS_LEARNERS", 40),
+        units: scale("KILLS_UNITS", 5) as u16,
         concurrency: 20,
         seed: 7,
-        timeout_secs: 180,
+        timeout_secs: 600,
     };
     let simulation = simulate::run(&client, &temporal, &pool, &config);
-    // one of the four killed every 1.5 s, in turn, twelve times, then left to finish
+    // one of the four killed every 1.5 s, in turn, twelve times (more on a larger run), then
+    // left to finish
+    let kills = 12 * config.learners.div_ceil(40);
     let killer = async {
-        for round in 0..12 {
+        for round in 0..kills {
             tokio::time::sleep(Duration::from_millis(1500)).await;
             services[round % 4].kill_and_restart().await;
         }
     };
     let (report, ()) = tokio::join!(simulation, killer);
     let report = report.unwrap_or_else(|e| panic!("the simulation ran (logs in {logs:?}): {e}"));
-    assert!(report.commands >= 40 * 6, "{report}");
+    assert!(report.commands >= config.learners * 6, "{report}");
     assert!(
         report.mismatches.is_empty(),
         "{report}\n(service logs in {logs:?})"

@@ -23,13 +23,11 @@ use uuid::Uuid;
 use super::lock_turn::LockTurn;
 use super::sql::{self, LedgerEntry, LedgerRow, Rejection};
 use super::track_units::{TrackUnits, UnitSets, check_units};
-use crate::model::{Action, ProgressCommand, ProgressEvent, ProgressView, UserProgress};
+use crate::model::{
+    Action, MAX_ATTEMPTS_PER_UNIT, ProgressCommand, ProgressEvent, ProgressView, UserProgress,
+};
 
 pub(super) type Key = (Uuid, Uuid);
-
-/// Attempts kept per assessment unit: beyond it a new attempt is rejected, which bounds a
-/// snapshot (and so every event) to a size JetStream accepts.
-pub const MAX_ATTEMPTS_PER_UNIT: usize = 100;
 
 /// What happened to one command of the batch.
 #[derive(Debug, Clone, PartialEq)]

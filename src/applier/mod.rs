@@ -28,7 +28,6 @@ use futures::StreamExt;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-pub use batch::MAX_ATTEMPTS_PER_UNIT;
 pub use config::ApplierConfig;
 pub use dlq::MAX_ERROR_BYTES;
 

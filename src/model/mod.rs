@@ -10,5 +10,7 @@ mod view;
 
 pub use command::{Action, CommandError, MAX_SEQ, ProgressCommand, decode_command, now_micros};
 pub use event::ProgressEvent;
-pub use progress::{AssessmentResults, Attempt, Status, UnitAttempts, UserProgress};
+pub use progress::{
+    AssessmentResults, Attempt, MAX_ATTEMPTS_PER_UNIT, Status, UnitAttempts, UserProgress,
+};
 pub use view::{AssessmentSummary, ProgressView, ScoredAttempt};

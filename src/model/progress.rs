@@ -14,6 +14,10 @@ use uuid::Uuid;
 
 use super::command::{Action, ProgressCommand};
 
+/// Attempts kept per assessment unit: beyond it a new attempt is rejected, which bounds a
+/// snapshot (and so every event) to a size JetStream accepts.
+pub const MAX_ATTEMPTS_PER_UNIT: usize = 100;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {

@@ -22,7 +22,7 @@ use super::activities::{
     publish_options, reconcile_options,
 };
 use super::lenient::Lenient;
-use crate::model::{Action, ProgressCommand};
+use crate::model::{Action, MAX_ATTEMPTS_PER_UNIT, ProgressCommand};
 
 /// Namespace of the UUIDv5 command ids; changing it would re-identify every future command.
 pub const COMMAND_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5b0e_7f3c_2d4a_4c61_9e8f_61a2_b3c4_d5e6);
@@ -110,6 +110,8 @@ pub struct Carry {
     pub seq: i64,
     pub completed_unit_ids: BTreeSet<Uuid>,
     pub attempt_ids: BTreeSet<Uuid>,
+    #[serde(default)]
+    pub attempts_per_unit: BTreeMap<Uuid, usize>,
     pub track_completed: bool,
     /// Published but not yet seen in the projection: kept so reconcile can rebuild them.
     pub unconfirmed: Vec<ProgressCommand>,
@@ -199,6 +201,8 @@ pub struct LearningPathWorkflow {
     seq: i64,
     completed: BTreeSet<Uuid>,
     attempts: BTreeSet<Uuid>,
+    /// Attempts published per unit, to refuse one beyond what the projection keeps.
+    attempts_per_unit: BTreeMap<Uuid, usize>,
     track_completed: bool,
     unconfirmed: BTreeMap<i64, ProgressCommand>,
     inbox: VecDeque<Inbound>,
@@ -226,6 +230,7 @@ impl LearningPathWorkflow {
             seq: 0,
             completed: BTreeSet::new(),
             attempts: BTreeSet::new(),
+            attempts_per_unit: BTreeMap::new(),
             track_completed: false,
             unconfirmed: BTreeMap::new(),
             inbox: VecDeque::new(),
@@ -242,6 +247,7 @@ impl LearningPathWorkflow {
             workflow.seq = carry.seq;
             workflow.completed = carry.completed_unit_ids;
             workflow.attempts = carry.attempt_ids;
+            workflow.attempts_per_unit = carry.attempts_per_unit;
             workflow.track_completed = carry.track_completed;
             workflow.dirty = !carry.unconfirmed.is_empty();
             workflow.unconfirmed = carry.unconfirmed.into_iter().map(|c| (c.seq, c)).collect();
@@ -721,6 +727,12 @@ impl LearningPathWorkflow {
                 a.max_score, a.score
             ));
         }
+        if self.attempts_per_unit.get(&a.unit_id).copied().unwrap_or(0) >= MAX_ATTEMPTS_PER_UNIT {
+            return Err(format!(
+                "unit {} already holds {MAX_ATTEMPTS_PER_UNIT} attempts, the most kept",
+                a.unit_id
+            ));
+        }
         if self.attempts.contains(&a.attempt_id) {
             return Err(format!("attempt {} is already recorded", a.attempt_id));
         }
@@ -761,8 +773,13 @@ impl LearningPathWorkflow {
             Action::UnitCompleted { unit_id, .. } => {
                 self.completed.insert(*unit_id);
             }
-            Action::AssessmentRecorded { attempt_id, .. } => {
+            Action::AssessmentRecorded {
+                unit_id,
+                attempt_id,
+                ..
+            } => {
                 self.attempts.insert(*attempt_id);
+                *self.attempts_per_unit.entry(*unit_id).or_default() += 1;
             }
             Action::TrackCompleted {} => self.track_completed = true,
             Action::TrackStarted { .. } => {}
@@ -779,6 +796,7 @@ impl LearningPathWorkflow {
                 seq: self.seq,
                 completed_unit_ids: self.completed.clone(),
                 attempt_ids: self.attempts.clone(),
+                attempts_per_unit: self.attempts_per_unit.clone(),
                 track_completed: self.track_completed,
                 unconfirmed: self.unconfirmed.values().cloned().collect(),
                 inbox: self.inbox.iter().cloned().collect(),

@@ -521,3 +521,49 @@ async fn a_redelivered_command_re_announces_the_exact_event_it_produced(pool: Pg
     stop(applier).await;
     common::delete_streams(&js, &nats).await;
 }
+
+/// Attempts per unit are bounded, so no learner's snapshot (and event) can outgrow what
+/// JetStream accepts: the attempt beyond the bound is rejected with its own reason.
+#[sqlx::test]
+async fn attempts_beyond_the_bound_are_rejected(pool: PgPool) {
+    use learning_progress::model::MAX_ATTEMPTS_PER_UNIT;
+    let (nats, js) = isolated_nats().await;
+    let track = create_track(&pool, "Attempts", 1).await.unwrap();
+    let user = Uuid::new_v4();
+    let unit = track.units[0].id;
+    let attempts = MAX_ATTEMPTS_PER_UNIT as i64 + 1;
+    for seq in 1..=attempts {
+        let attempt = command(
+            user,
+            track.id,
+            seq,
+            Action::AssessmentRecorded {
+                unit_id: unit,
+                attempt_id: Uuid::new_v4(),
+                score: 5.0,
+                max_score: 10.0,
+                passed: false,
+            },
+        );
+        publish(&js, &nats, &attempt).await;
+    }
+    let applier = start_applier(
+        &js,
+        &pool,
+        &nats,
+        ApplierConfig::default(),
+        Seams::default(),
+    );
+    let dead = read_stream(&js, &nats.dlq_stream, 1, WAIT).await;
+    assert_eq!(dead_letter_reasons(&dead)[0].0, "too_many_attempts");
+    let row = eventually(WAIT, "the kept attempts applied", || {
+        row_at_version(&pool, user, track.id, MAX_ATTEMPTS_PER_UNIT as i64)
+    })
+    .await;
+    assert_eq!(
+        row.assessment_results[&unit].attempts.len(),
+        MAX_ATTEMPTS_PER_UNIT
+    );
+    stop(applier).await;
+    common::delete_streams(&js, &nats).await;
+}
