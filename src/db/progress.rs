@@ -225,20 +225,6 @@ pub async fn get_user_progress<'e>(
     row.map(UserProgress::try_from).transpose()
 }
 
-/// Every track a learner has progress on, most recently updated first.
-pub async fn list_user_progress(
-    pool: &PgPool,
-    user_id: Uuid,
-) -> Result<Vec<UserProgress>, ProgressError> {
-    let rows: Vec<ProgressRow> = sqlx::query_as(
-        "select * from user_progress where user_id = $1 order by updated_at desc, track_id",
-    )
-    .bind(user_id)
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter().map(UserProgress::try_from).collect()
-}
-
 /// Applies a partial update atomically and returns the row after it, or `None` when the
 /// learner has no progress on the track. `version` grows only if the row really changed.
 pub async fn update_user_progress(

@@ -110,13 +110,9 @@ impl NatsConfig {
         format!("{}.evt.{user_id}.{track_id}", self.subject_prefix)
     }
 
-    /// Events of every learner, or of one (user, track) when both are given.
+    /// Events of every learner.
     pub fn events_filter(&self) -> String {
         format!("{}.evt.>", self.subject_prefix)
-    }
-
-    pub fn commands_filter(&self) -> String {
-        format!("{}.cmd.>", self.subject_prefix)
     }
 
     pub fn dlq_subject(&self, reason: &str) -> String {

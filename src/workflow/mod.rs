@@ -29,9 +29,6 @@ pub use workflows::{
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Url};
 use uuid::Uuid;
 
-/// The workflow type other SDKs start; equal to the name in `#[run(name = ..)]`.
-pub const WORKFLOW_TYPE: &str = "LearningPathWorkflow";
-
 #[derive(Debug, Clone, clap::Args)]
 pub struct TemporalConfig {
     /// Temporal frontend, `host:port` or a URL.

@@ -171,7 +171,8 @@ pub struct PathView {
     /// Signals and updates accepted but not yet published.
     pub pending: usize,
     pub track_completed: bool,
-    /// Published seqs the projection has not confirmed yet; reconcile re-publishes them.
+    /// Published seqs no reconcile pass has yet found in the projection (a pass runs after
+    /// each quiet period); reconcile re-publishes those still missing.
     #[serde(default)]
     pub unconfirmed_seqs: Vec<i64>,
     /// Signals of this run whose payload was not of the expected shape, ignored.
