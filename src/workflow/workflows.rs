@@ -38,6 +38,11 @@ const MAX_RECONCILE_WAIT: Duration = Duration::from_secs(600);
 /// Rounds of the reconcile that follows `track_completed` before the passes above take over.
 const FINAL_RECONCILE_ROUNDS: u32 = 10;
 
+/// Marks histories written since reconcile stopped giving up: a run that started before it
+/// replays as it ran (one quiet-period pass, a bounded final reconcile), so upgrading the
+/// workers does not break runs in flight.
+const RECONCILE_UNTIL_APPLIED: &str = "reconcile-until-applied";
+
 /// The deterministic id of the command `seq` of a workflow.
 pub fn command_id(workflow_id: &str, seq: i64) -> Uuid {
     Uuid::new_v5(
@@ -287,7 +292,10 @@ impl LearningPathWorkflow {
                     ctx.state_mut(|s| s.final_reconciled = true);
                     left
                 };
-                if !unreconciled_seqs.is_empty() && limit.is_none() {
+                if !unreconciled_seqs.is_empty()
+                    && limit.is_none()
+                    && ctx.patched(RECONCILE_UNTIL_APPLIED)
+                {
                     // not done until the projection has every command: the passes below
                     // go on, with a growing wait
                     ctx.state_mut(|s| s.dirty = true);
@@ -583,8 +591,9 @@ async fn wait_and_reconcile(ctx: &mut WorkflowContext<LearningPathWorkflow>) -> 
         return Ok(());
     }
     let left = reconcile(ctx, 2).await?;
+    let keep_going = !left.is_empty() && ctx.patched(RECONCILE_UNTIL_APPLIED);
     let passes = ctx.state_mut(|s| {
-        if left.is_empty() {
+        if !keep_going {
             s.dirty = false;
             s.failed_reconciles = 0;
         } else {
@@ -592,7 +601,7 @@ async fn wait_and_reconcile(ctx: &mut WorkflowContext<LearningPathWorkflow>) -> 
         }
         s.failed_reconciles
     });
-    if !left.is_empty() && !ctx.is_replaying() {
+    if keep_going && !ctx.is_replaying() {
         let next = ctx.state(|s| s.reconcile_wait());
         tracing::warn!(
             workflow.id = ctx.workflow_id(),
