@@ -461,6 +461,17 @@ async fn signals_end_as_the_exact_row_and_events(pool: PgPool) {
     .await;
 }
 
+/// The event types of a workflow's history so far; `None` while it cannot be read.
+async fn history(
+    handle: &temporalio_client::WorkflowHandle<temporalio_client::Client, LearningPathWorkflow>,
+) -> Option<Vec<temporalio_common::protos::temporal::api::history::v1::HistoryEvent>> {
+    handle
+        .fetch_history(temporalio_client::WorkflowFetchHistoryOptions::default())
+        .into_events()
+        .await
+        .ok()
+}
+
 /// Runs an applier on the test's streams until the returned token is cancelled.
 fn spawn_applier(
     js: &jetstream::Context,
@@ -718,7 +729,7 @@ async fn an_id_reused_for_another_command_is_an_error_not_a_duplicate() {
 /// is retried, and the path goes on once the stream is back.
 #[sqlx::test]
 async fn a_publish_while_no_stream_answers_is_retried_until_it_does(pool: PgPool) {
-    use temporalio_client::{WorkflowDescribeOptions, WorkflowFetchHistoryOptions};
+    use temporalio_client::WorkflowDescribeOptions;
     use temporalio_common::protos::temporal::api::enums::v1::EventType;
     let track = create_track(&pool, "No responders", 1).await.unwrap();
     let units: Vec<Uuid> = track.units.iter().map(|u| u.id).collect();
@@ -762,11 +773,7 @@ async fn a_publish_while_no_stream_answers_is_retried_until_it_does(pool: PgPool
             {
                 return Some(true);
             }
-            let events = handle
-                .fetch_history(WorkflowFetchHistoryOptions::default())
-                .into_events()
-                .await
-                .ok()?;
+            let events = history(&handle).await?;
             events
                 .iter()
                 .find_map(|e| match EventType::try_from(e.event_type) {
@@ -879,7 +886,6 @@ async fn malformed_signal_payloads_are_ignored_and_the_path_goes_on(pool: PgPool
 /// need not come back.
 #[sqlx::test]
 async fn reconcile_keeps_going_until_the_projection_has_every_command(pool: PgPool) {
-    use temporalio_client::WorkflowFetchHistoryOptions;
     use temporalio_common::protos::temporal::api::enums::v1::EventType;
     let track = create_track(&pool, "Lost and found", 2).await.unwrap();
     let units: Vec<Uuid> = track.units.iter().map(|u| u.id).collect();
@@ -913,11 +919,7 @@ async fn reconcile_keeps_going_until_the_projection_has_every_command(pool: PgPo
         // the first quiet-period pass (resume, then three looks) re-publishes seq 2 and ends
         let handle = client.get_workflow_handle::<LearningPathWorkflow>(id.clone());
         eventually(WAIT, "the first reconcile pass over", || async {
-            let events = handle
-                .fetch_history(WorkflowFetchHistoryOptions::default())
-                .into_events()
-                .await
-                .ok()?;
+            let events = history(&handle).await?;
             let done = events
                 .iter()
                 .filter(|e| e.event_type == EventType::ActivityTaskCompleted as i32)

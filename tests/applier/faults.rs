@@ -11,7 +11,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::common::{self, eventually, isolated_nats, read_stream, stream_len};
-use super::{WAIT, at, command, path, publish, row_at_version, start_applier, stop};
+use super::{
+    WAIT, at, command, path, publish, row_at_version, start_applier, start_default_applier, stop,
+};
 
 /// What applying `commands` in seq order must leave in the ledger: (seq, outcome, version).
 fn history_in_seq_order(commands: &[ProgressCommand]) -> Vec<(i64, String, Option<i64>)> {
@@ -228,13 +230,7 @@ async fn a_dead_letter_is_published_whatever_headers_the_original_carried(pool: 
         },
     );
     publish(&js, &nats, &good).await;
-    let applier = start_applier(
-        &js,
-        &pool,
-        &nats,
-        ApplierConfig::default(),
-        Seams::default(),
-    );
+    let applier = start_default_applier(&js, &pool, &nats);
     let dead = read_stream(&js, &nats.dlq_stream, 1, WAIT).await;
     assert_eq!(dead_letter_reasons(&dead)[0].0, "malformed");
     let headers = dead[0].headers.as_ref().unwrap();
@@ -284,13 +280,7 @@ async fn oversized_commands_are_refused_and_dead_letters_stay_bounded(pool: PgPo
         .unwrap()
         .await
         .unwrap();
-    let applier = start_applier(
-        &js,
-        &pool,
-        &nats,
-        ApplierConfig::default(),
-        Seams::default(),
-    );
+    let applier = start_default_applier(&js, &pool, &nats);
     let dead = read_stream(&js, &nats.dlq_stream, 1, WAIT).await;
     let (reason, error) = &dead_letter_reasons(&dead)[0];
     assert_eq!(reason, "unknown_type");
@@ -329,13 +319,7 @@ async fn commands_out_of_bounds_are_dead_lettered(pool: PgPool) {
     };
     publish(&js, &nats, &far).await;
     publish(&js, &nats, &ancient).await;
-    let applier = start_applier(
-        &js,
-        &pool,
-        &nats,
-        ApplierConfig::default(),
-        Seams::default(),
-    );
+    let applier = start_default_applier(&js, &pool, &nats);
     let dead = read_stream(&js, &nats.dlq_stream, 2, WAIT).await;
     let reasons: Vec<String> = dead_letter_reasons(&dead)
         .into_iter()
@@ -472,13 +456,7 @@ async fn a_redelivered_command_re_announces_the_exact_event_it_produced(pool: Pg
     for command in &commands {
         publish(&js, &nats, command).await;
     }
-    let applier = start_applier(
-        &js,
-        &pool,
-        &nats,
-        ApplierConfig::default(),
-        Seams::default(),
-    );
+    let applier = start_default_applier(&js, &pool, &nats);
     let events = read_stream(&js, &nats.events_stream, commands.len(), WAIT).await;
     stop(applier).await;
     let original = events
@@ -505,13 +483,7 @@ async fn a_redelivered_command_re_announces_the_exact_event_it_produced(pool: Pg
     .unwrap()
     .await
     .unwrap();
-    let applier = start_applier(
-        &js,
-        &pool,
-        &nats,
-        ApplierConfig::default(),
-        Seams::default(),
-    );
+    let applier = start_default_applier(&js, &pool, &nats);
     let replay = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut announced))
         .await
         .expect("the duplicate re-announced")
@@ -547,13 +519,7 @@ async fn attempts_beyond_the_bound_are_rejected(pool: PgPool) {
         );
         publish(&js, &nats, &attempt).await;
     }
-    let applier = start_applier(
-        &js,
-        &pool,
-        &nats,
-        ApplierConfig::default(),
-        Seams::default(),
-    );
+    let applier = start_default_applier(&js, &pool, &nats);
     let dead = read_stream(&js, &nats.dlq_stream, 1, WAIT).await;
     assert_eq!(dead_letter_reasons(&dead)[0].0, "too_many_attempts");
     let row = eventually(WAIT, "the kept attempts applied", || {

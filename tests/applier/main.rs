@@ -116,6 +116,15 @@ fn start_applier(
     (shutdown, task)
 }
 
+/// An applier with the default configuration and no test seams.
+fn start_default_applier(
+    js: &jetstream::Context,
+    pool: &PgPool,
+    nats: &NatsConfig,
+) -> (CancellationToken, JoinHandle<Result<(), ApplierError>>) {
+    start_applier(js, pool, nats, ApplierConfig::default(), Seams::default())
+}
+
 async fn stop(applier: (CancellationToken, JoinHandle<Result<(), ApplierError>>)) {
     applier.0.cancel();
     applier.1.await.unwrap().unwrap();
@@ -171,13 +180,7 @@ async fn commands_are_applied_and_announced_as_events(pool: PgPool) {
     let track = create_track(&pool, "Events", 3).await.unwrap();
     let user = Uuid::new_v4();
     let commands = path(user, &track);
-    let applier = start_applier(
-        &js,
-        &pool,
-        &nats,
-        ApplierConfig::default(),
-        Seams::default(),
-    );
+    let applier = start_default_applier(&js, &pool, &nats);
     for command in &commands {
         publish(&js, &nats, command).await;
     }
@@ -254,13 +257,7 @@ async fn a_command_published_twice_is_applied_once(pool: PgPool) {
         .unwrap();
     assert_eq!(stream_len(&js, &nats.commands_stream).await, 3);
 
-    let applier = start_applier(
-        &js,
-        &pool,
-        &nats,
-        ApplierConfig::default(),
-        Seams::default(),
-    );
+    let applier = start_default_applier(&js, &pool, &nats);
     eventually(WAIT, "every command acked", || async {
         let info = applier_info(&js, &nats).await?;
         (info.num_ack_pending == 0 && info.num_pending == 0 && info.delivered.stream_sequence == 3)
@@ -395,13 +392,7 @@ async fn poison_messages_are_dead_lettered_and_the_rest_applied(pool: PgPool) {
     .unwrap();
     publish(&js, &nats, &good_done).await;
 
-    let applier = start_applier(
-        &js,
-        &pool,
-        &nats,
-        ApplierConfig::default(),
-        Seams::default(),
-    );
+    let applier = start_default_applier(&js, &pool, &nats);
     let dead = read_stream(&js, &nats.dlq_stream, 4, WAIT).await;
     let mut reasons: Vec<(String, String)> = dead
         .iter()
@@ -658,13 +649,7 @@ async fn a_unit_added_to_a_track_later_is_accepted(pool: PgPool) {
     let (nats, js) = isolated_nats().await;
     let track = create_track(&pool, "Growing", 2).await.unwrap();
     let user = Uuid::new_v4();
-    let applier = start_applier(
-        &js,
-        &pool,
-        &nats,
-        ApplierConfig::default(),
-        Seams::default(),
-    );
+    let applier = start_default_applier(&js, &pool, &nats);
     let started = command(
         user,
         track.id,
