@@ -12,7 +12,7 @@ WITH_ENV := scripts/with-stack-env.sh
 # Extra arguments for the test runner, e.g. make test TEST_ARGS='-- --nocapture'
 TEST_ARGS ?=
 
-.PHONY: help stack stop run test lint bench
+.PHONY: help stack stop run test lint bench chaos
 
 help: ## List the targets
 	@echo "learning-progress: make <target>"
@@ -39,7 +39,10 @@ test: stack ## Run the tests against the local stack (nextest if installed); TES
 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	cargo fmt --all --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
+
+chaos: stack ## Run the service under real faults and check every command; MODE=quick|full (RELIABILITY.md)
+	@scripts/chaos.sh
 
 bench: ## Run the benchmarks (scripts/bench.sh)
 	@if [ -x scripts/bench.sh ] || [ -f scripts/bench.sh ]; then \

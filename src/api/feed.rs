@@ -41,7 +41,7 @@ pub async fn connect(
                 }
             }
         })
-        .connect(config.url.as_str())
+        .connect(config.servers())
         .await
 }
 

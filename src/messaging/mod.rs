@@ -118,6 +118,16 @@ impl NatsConfig {
     pub fn dlq_subject(&self, reason: &str) -> String {
         format!("{}.dlq.{reason}", self.subject_prefix)
     }
+
+    /// The servers in `url`: one, or a cluster's nodes comma separated. The client starts with
+    /// one of them and fails over to the others (and to any the cluster announces).
+    pub fn servers(&self) -> Vec<&str> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
 }
 
 /// Connects to NATS with a name that shows up in the server's connection list.
@@ -129,6 +139,6 @@ pub async fn connect(
         .name(format!("learning-progress-{name}"))
         // keep retrying a server that is down at start-up instead of failing the process
         .retry_on_initial_connect()
-        .connect(config.url.as_str())
+        .connect(config.servers())
         .await
 }

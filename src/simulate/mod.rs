@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::db::tracks::{self, Track};
 use crate::workflow::{LearningPathInput, TemporalConfig, client};
+pub use check::learner as check_learner;
 pub use script::{Step, expected_actions, plan};
 
 #[derive(Debug, Clone, clap::Args)]

@@ -697,3 +697,23 @@ async fn a_unit_added_to_a_track_later_is_accepted(pool: PgPool) {
     stop(applier).await;
     common::delete_streams(&js, &nats).await;
 }
+
+/// `NATS_URL` lists a cluster's nodes comma separated; the service connects through any that
+/// answers (the first one listed here is down).
+#[tokio::test]
+async fn a_nats_url_may_list_several_servers() {
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let config = NatsConfig {
+        url: format!("nats://127.0.0.1:{down}, {}", common::nats_url()),
+        ..NatsConfig::isolated("unused", "servers")
+    };
+    assert_eq!(config.servers().len(), 2);
+    let client = tokio::time::timeout(WAIT, learning_progress::messaging::connect(&config, "test"))
+        .await
+        .expect("connected within the wait")
+        .expect("the list of servers is accepted");
+    client.flush().await.expect("a listed server answers");
+}
