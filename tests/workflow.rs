@@ -881,6 +881,53 @@ async fn malformed_signal_payloads_are_ignored_and_the_path_goes_on(pool: PgPool
     .await;
 }
 
+/// A command the broker loses after acknowledging it is restored within seconds: reconcile
+/// publishes it again as a new copy, which JetStream stores although the original's id is
+/// still in the duplicate window (`make chaos`, broker-loss, found the repair waiting out the
+/// whole two-minute window).
+#[sqlx::test]
+async fn a_lost_command_is_restored_without_waiting_out_the_duplicate_window(pool: PgPool) {
+    let track = create_track(&pool, "Lost, soon found", 2).await.unwrap();
+    let units: Vec<Uuid> = track.units.iter().map(|u| u.id).collect();
+    let user = Uuid::new_v4();
+    with_worker(pool.clone(), |client, temporal, nats, js| async move {
+        assert!(
+            Duration::from_secs(nats.duplicate_window_secs) > 2 * WAIT,
+            "the window outlasts the wait below"
+        );
+        let input = LearningPathInput {
+            quiet_period_ms: 300,
+            reconcile_interval_ms: 100,
+            ..LearningPathInput::new(user, track.id, units.clone())
+        };
+        client::start(&client, &temporal, input).await.unwrap();
+        client::signal_unit_completed(&client, user, track.id, units[0])
+            .await
+            .unwrap();
+        eventually(WAIT, "both commands stored", || async {
+            (stream_len(&js, &nats.commands_stream).await >= 2).then_some(())
+        })
+        .await;
+        let stream = js.get_stream(&nats.commands_stream).await.unwrap();
+        assert!(
+            stream.delete_message(2).await.unwrap(),
+            "the broker loses seq 2"
+        );
+        let (stop, applier) = spawn_applier(&js, &pool, &nats);
+        let row = eventually(WAIT, "the lost unit in the projection", || async {
+            get_user_progress(&pool, user, track.id)
+                .await
+                .unwrap()
+                .filter(|row| row.completed_unit_ids == vec![units[0]])
+        })
+        .await;
+        assert_eq!(row.version, 2);
+        stop.cancel();
+        applier.await.unwrap().unwrap();
+    })
+    .await;
+}
+
 /// A command the broker loses while no applier runs outlives the quiet-period reconcile:
 /// reconcile keeps going, with a growing wait, until the projection has it — the learner
 /// need not come back.

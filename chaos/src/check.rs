@@ -154,8 +154,17 @@ impl Checker<'_> {
 
         self.check_dead_letters(&mut f, poison).await?;
         self.check_events(&mut f, runs, &versions).await?;
+        // copies re-published by reconcile may still be on their way to the applier, which
+        // acknowledges them as duplicates: give them the applier's ack wait and more
         let mut commands = self.js.get_stream(&self.nats.commands_stream).await?;
-        f.commands_left = commands.info().await?.state.messages;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            f.commands_left = commands.info().await?.state.messages;
+            if f.commands_left == 0 || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         if f.commands_left > 0 {
             f.unexpected.push(format!(
                 "{} commands still on the commands stream",

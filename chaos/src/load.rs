@@ -3,6 +3,7 @@
 //! and, where a scenario asks for it, a poison mix published straight to the commands stream.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,11 +57,12 @@ pub struct Load {
 }
 
 impl Load {
-    /// Starts learners, `concurrency` at a time, until `until`; then waits (up to `drain`)
-    /// for the ones in flight to finish. `on_start` is told of each learner started.
+    /// Starts learners, `concurrency` at a time, while `launching` holds; then waits (up to
+    /// `drain`) for the ones in flight to finish. `on_start` is told of each learner started.
+    /// Returns the finished learners and how many were still running at the drain's end.
     pub async fn run(
         &self,
-        until: Instant,
+        launching: &AtomicBool,
         drain: Duration,
         live: &Live,
         mut on_start: impl FnMut(usize),
@@ -69,8 +71,12 @@ impl Load {
         let mut in_flight = FuturesUnordered::new();
         let mut runs = Vec::new();
         let mut started = 0;
+        let mut drain_until: Option<Instant> = None;
         loop {
-            while Instant::now() < until && in_flight.len() < self.concurrency {
+            if drain_until.is_none() && !launching.load(Ordering::Relaxed) {
+                drain_until = Some(Instant::now() + drain);
+            }
+            while drain_until.is_none() && in_flight.len() < self.concurrency {
                 let user = Uuid::new_v4();
                 let steps = plan(&self.track, &mut rng);
                 live.push(user);
@@ -88,16 +94,14 @@ impl Load {
             if in_flight.is_empty() {
                 break;
             }
-            let deadline = if Instant::now() < until {
-                until
-            } else {
-                until + drain
-            };
-            let wait = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(wait.max(Duration::from_millis(1)), in_flight.next()).await {
+            // wake at least every 100 ms to notice the end of launching
+            let wait = drain_until.map_or(Duration::from_millis(100), |until| {
+                until.saturating_duration_since(Instant::now())
+            });
+            match tokio::time::timeout(wait, in_flight.next()).await {
                 Ok(Some(run)) => runs.push(run),
                 Ok(None) => break,
-                Err(_) if Instant::now() < until + drain => {}
+                Err(_) if drain_until.is_none_or(|until| Instant::now() < until) => {}
                 Err(_) => {
                     tracing::error!(
                         in_flight = in_flight.len(),

@@ -16,6 +16,7 @@ mod procs;
 mod reads;
 mod scenario;
 mod service;
+mod throughput;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +71,11 @@ struct Cli {
     /// Seed of the learners' choices and of the mixed scenario's fault order.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+
+    /// Learners (ten commands each) of the P1 measurement run on each cluster before its
+    /// scenarios [default: 2000 in full mode, 0 (skipped) in quick mode].
+    #[arg(long)]
+    p1_learners: Option<usize>,
 
     /// Where logs, results.json and the timelines go [default: target/chaos/<time>].
     #[arg(long, env = "CHAOS_OUT")]
@@ -173,6 +179,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     let postgres = Postgres::start(&out).await?;
     let temporal = temporal::Temporal::start(&cli.temporal, &out).await?;
     let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut p1: Vec<throughput::Throughput> = Vec::new();
+    let p1_learners = cli.p1_learners.unwrap_or(match cli.mode {
+        Mode::Quick => 0,
+        Mode::Full => 2000,
+    });
     let mut postgres = Some(postgres);
     for (fsync, scenarios) in plan {
         tracing::info!(%fsync, "starting a 3-node NATS cluster");
@@ -186,6 +197,18 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             service_bin: service_bin.clone(),
             out: out.clone(),
         };
+        if p1_learners > 0 {
+            let measured = throughput::measure(&infra, p1_learners).await?;
+            println!(
+                "P1 on 3 replicas, fsync {}: {} commands, published {:.0}/s, applied {:.0}/s",
+                measured.fsync,
+                measured.commands,
+                measured.published_per_sec,
+                measured.applied_per_sec
+            );
+            p1.push(measured);
+            std::fs::write(out.join("p1.json"), serde_json::to_vec_pretty(&p1)?)?;
+        }
         for scenario in scenarios {
             let seconds = cli.seconds.unwrap_or(match (cli.mode, scenario) {
                 (Mode::Full, Scenario::Mixed) => 120,
@@ -259,8 +282,8 @@ mod report {
 
     pub fn table(outcomes: &[Outcome]) -> String {
         let mut out = String::from(
-            "| scenario | fsync | commands/s | faults | acknowledged | applied | lost | duplicated | dead letters | unexpected | reads (backwards) | drain s | worst latency |\n\
-             |---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|\n",
+            "| scenario | fsync | commands/s | faults | acknowledged | applied | lost | duplicated | broker lost, restored | dead letters (refused at publish) | unexpected | reads (backwards) | drain s | worst latency |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|\n",
         );
         for o in outcomes {
             let dead: Vec<String> = o
@@ -270,7 +293,7 @@ mod report {
                 .map(|(reason, n)| format!("{reason} {n}"))
                 .collect();
             out.push_str(&format!(
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {:.1} | {:.1} s |\n",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} ({}) | {:.1} | {:.1} s |\n",
                 o.scenario.name(),
                 o.fsync,
                 o.rate,
@@ -279,7 +302,9 @@ mod report {
                 o.findings.applied,
                 o.findings.lost,
                 o.findings.duplicated,
+                o.purged,
                 if dead.is_empty() { "—".to_owned() } else { dead.join(", ") },
+                o.refused_at_publish,
                 o.findings.unexpected.len(),
                 o.reads.reads,
                 o.reads.backwards.len(),

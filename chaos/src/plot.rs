@@ -47,11 +47,13 @@ pub fn timeline(title: &str, seconds: &[Second], windows: &[Window]) -> String {
     for (i, w) in windows.iter().enumerate() {
         let (x0, x1) = (x(w.start), x(w.end).max(x(w.start) + 2.0));
         let label_y = 36.0 + 14.0 * (i % 4) as f64;
+        // near the right edge the label ends at the window instead of starting there
+        let anchor = if x0 > WIDTH - 200.0 { "end" } else { "start" };
         let _ = write!(
             svg,
             r##"<rect x="{x0:.1}" y="{TOP_Y}" width="{:.1}" height="{:.1}" fill="#e4572e" fill-opacity="0.18"/>
 <line x1="{x0:.1}" y1="{:.1}" x2="{x0:.1}" y2="{TOP_Y}" stroke="#e4572e" stroke-width="0.6"/>
-<text x="{x0:.1}" y="{label_y:.1}" fill="#a8321a">{}</text>
+<text x="{x0:.1}" y="{label_y:.1}" fill="#a8321a" text-anchor="{anchor}">{}</text>
 "##,
             x1 - x0,
             bottom - TOP_Y,
@@ -95,16 +97,19 @@ pub fn timeline(title: &str, seconds: &[Second], windows: &[Window]) -> String {
         span,
         &x,
     );
-    let p50: Vec<(f64, f64)> = seconds
-        .iter()
-        .map(|s| (s.second as f64 + 0.5, s.p50_ms))
-        .collect();
-    let max: Vec<(f64, f64)> = seconds
-        .iter()
-        .map(|s| (s.second as f64 + 0.5, s.max_ms))
-        .collect();
-    polyline(&mut svg, &max, &x, ly, "#f2a541");
-    polyline(&mut svg, &p50, &x, ly, "#2a9d55");
+    // latency exists only for seconds that applied something: one line per run of them
+    for run in seconds.chunk_by(|a, b| b.second == a.second + 1) {
+        let max: Vec<(f64, f64)> = run
+            .iter()
+            .map(|s| (s.second as f64 + 0.5, s.max_ms))
+            .collect();
+        let p50: Vec<(f64, f64)> = run
+            .iter()
+            .map(|s| (s.second as f64 + 0.5, s.p50_ms))
+            .collect();
+        polyline(&mut svg, &max, &x, ly, "#f2a541");
+        polyline(&mut svg, &p50, &x, ly, "#2a9d55");
+    }
     let _ = write!(
         svg,
         r##"<text x="{:.1}" y="{:.1}" fill="#2a9d55">median</text><text x="{:.1}" y="{:.1}" fill="#f2a541">max</text>
@@ -139,10 +144,16 @@ fn panel(
         y - 6.0,
         escape(name)
     );
-    for i in 0..=4 {
-        let fraction = f64::from(i) / 4.0;
+    let ticks = if log { top as u32 } else { 4 };
+    for i in 0..=ticks {
+        let fraction = f64::from(i) / f64::from(ticks);
         let value = if log {
-            format!("{:.0}", 10f64.powf(top * fraction))
+            let ms = 10f64.powf(top * fraction);
+            if ms >= 1000.0 {
+                format!("{:.0} s", ms / 1000.0)
+            } else {
+                format!("{ms:.0}")
+            }
         } else {
             format!("{:.0}", top * fraction)
         };

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -151,7 +151,7 @@ pub struct Options {
 pub struct Outcome {
     pub scenario: Scenario,
     pub fsync: Fsync,
-    pub load_seconds: u64,
+    pub load_seconds: f64,
     /// Commands applied per second while the load ran.
     pub rate: f64,
     pub faults: Vec<Window>,
@@ -159,6 +159,8 @@ pub struct Outcome {
     pub reads: ReadStats,
     /// Acknowledged commands the broker lost on purpose (broker-loss), restored by reconcile.
     pub purged: u64,
+    /// Oversized poison commands the commands stream refused at publish, as it must.
+    pub refused_at_publish: usize,
     /// Service processes that exited by themselves (and were restarted).
     pub self_exits: Vec<String>,
     /// From the end of the load or the last fault, whichever is later, to the last command
@@ -305,26 +307,40 @@ pub async fn run(
         self_exits: Vec::new(),
         purged: 0,
     };
+    // the load runs for the window, and in the mixed scenario until every fault has struck
+    let launching = AtomicBool::new(true);
+    let mut load_end = options.seconds as f64;
     let faults = async {
         let mut windows = Vec::new();
         let mut next = 0;
-        if schedule.is_empty() {
-            return Ok::<_, anyhow::Error>(windows);
+        if !schedule.is_empty() {
+            tokio::time::sleep(gap).await;
         }
-        tokio::time::sleep(gap).await;
-        while Instant::now() < until || (scenario == Scenario::Mixed && next < schedule.len()) {
+        while !schedule.is_empty()
+            && (Instant::now() < until || (scenario == Scenario::Mixed && next < schedule.len()))
+        {
             let fault = schedule[next % schedule.len()];
             next += 1;
-            let window = world.inject(fault).await?;
+            let window = world.inject(fault).await;
+            let window = match window {
+                Ok(window) => window,
+                Err(e) => {
+                    launching.store(false, Ordering::Relaxed);
+                    return Err(e);
+                }
+            };
             tracing::info!(fault = %window.label, detail = %window.detail, at = format!("{:.1}s", window.start), "fault injected");
             windows.push(window);
             tokio::time::sleep(gap).await;
         }
-        Ok(windows)
+        tokio::time::sleep_until(until.into()).await;
+        load_end = started.elapsed().as_secs_f64();
+        launching.store(false, Ordering::Relaxed);
+        Ok::<_, anyhow::Error>(windows)
     };
     let drain = Duration::from_secs(300);
     let counter = learners_started.clone();
-    let driving = load.run(until, drain, &live, move |n| {
+    let driving = load.run(&launching, drain, &live, move |n| {
         counter.store(n, Ordering::Relaxed);
     });
     let (windows, (runs, unfinished)) = tokio::join!(faults, driving);
@@ -336,6 +352,7 @@ pub async fn run(
     poisoner.await?;
     let reads = monitor.await?;
     let poison = std::mem::take(&mut poison.lock().await.sent);
+    let refused_at_publish = poison.refused_at_publish;
 
     let findings = Checker {
         pool: &pool,
@@ -362,14 +379,11 @@ pub async fn run(
     .await?;
     let during_load: i64 = seconds
         .iter()
-        .filter(|s| s.second < options.seconds as i64)
+        .filter(|s| (s.second as f64) < load_end)
         .map(|s| s.applied)
         .sum();
     let last_applied = seconds.last().map_or(0.0, |s| s.second as f64 + 1.0);
-    let quiet_from = windows
-        .iter()
-        .map(|w| w.end)
-        .fold(options.seconds as f64, f64::max);
+    let quiet_from = windows.iter().map(|w| w.end).fold(load_end, f64::max);
     let title = format!(
         "{} — fsync {} — {} faults, {} commands acknowledged, {} lost, {} duplicated",
         scenario.name(),
@@ -395,12 +409,13 @@ pub async fn run(
     Ok(Outcome {
         scenario,
         fsync: infra.cluster.fsync,
-        load_seconds: options.seconds,
-        rate: during_load as f64 / options.seconds as f64,
+        load_seconds: load_end,
+        rate: during_load as f64 / load_end.max(1.0),
         faults: windows,
         findings,
         reads,
         purged,
+        refused_at_publish,
         self_exits,
         drain_seconds: (last_applied - quiet_from).max(0.0),
         worst_latency_ms: seconds.iter().map(|s| s.max_ms).fold(0.0, f64::max),

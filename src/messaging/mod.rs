@@ -8,7 +8,7 @@ mod publish;
 mod streams;
 
 pub use headers::{CloudEvent, cloud_event_headers, header_str};
-pub use publish::{SOURCE, is_permanent, publish_command, publish_event};
+pub use publish::{SOURCE, is_permanent, publish_command, publish_command_copy, publish_event};
 pub use streams::{MAX_COMMAND_BYTES, StreamSetupError, delete_streams, ensure_streams};
 
 use std::time::Duration;

@@ -17,13 +17,32 @@ pub async fn publish_command(
     config: &NatsConfig,
     command: &ProgressCommand,
 ) -> Result<PublishAckFuture, jetstream::context::PublishError> {
+    publish_command_copy(js, config, command, None).await
+}
+
+/// Sends a command as a new copy: its `Nats-Msg-Id` is `<command_id>.<copy>`, so JetStream
+/// stores it even when the original's id is still in the duplicate window — the original may
+/// be exactly what the broker lost. The payload, and the ledger's deduplication by
+/// `command_id`, are the same as the original's.
+pub async fn publish_command_copy(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+    command: &ProgressCommand,
+    copy: Option<i64>,
+) -> Result<PublishAckFuture, jetstream::context::PublishError> {
     let kind = format!("learning.progress.command.{}.v1", command.kind());
-    let headers = cloud_event_headers(&CloudEvent {
+    let mut headers = cloud_event_headers(&CloudEvent {
         id: command.command_id,
         kind: &kind,
         source: SOURCE,
         time: Utc::now(),
     });
+    if let Some(copy) = copy {
+        headers.insert(
+            "Nats-Msg-Id",
+            format!("{}.{copy}", command.command_id).as_str(),
+        );
+    }
     let payload = serde_json::to_vec(command).expect("commands always serialize");
     js.publish_with_headers(
         config.command_subject(command.user_id, command.track_id),

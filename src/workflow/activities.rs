@@ -37,6 +37,15 @@ pub struct PublishReceipt {
     pub duplicate: bool,
 }
 
+/// A command reconcile publishes again, as a new copy (see
+/// [`messaging::publish_command_copy`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Republish {
+    pub command: ProgressCommand,
+    /// Distinguishes this copy's `Nats-Msg-Id` from the original's and from other copies'.
+    pub copy: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReconcileRequest {
     pub user_id: Uuid,
@@ -98,6 +107,17 @@ pub async fn publish(
     config: &NatsConfig,
     command: &ProgressCommand,
 ) -> Result<PublishReceipt, PublishFailure> {
+    publish_copy(js, config, command, None).await
+}
+
+/// [`publish`], as copy `copy` of the command when given (see
+/// [`messaging::publish_command_copy`]); the retries of one copy share its id.
+pub async fn publish_copy(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+    command: &ProgressCommand,
+    copy: Option<i64>,
+) -> Result<PublishReceipt, PublishFailure> {
     let classify = |source: PublishError| {
         let command_id = command.command_id;
         if is_permanent(&source) {
@@ -106,7 +126,7 @@ pub async fn publish(
             PublishFailure::Transient { command_id, source }
         }
     };
-    let ack = messaging::publish_command(js, config, command)
+    let ack = messaging::publish_command_copy(js, config, command, copy)
         .await
         .map_err(classify)?
         .await
@@ -148,16 +168,17 @@ async fn check_stored(
     }
 }
 
-#[activities]
 impl ProgressActivities {
-    #[activity(name = "update_user_progress")]
-    pub async fn update_user_progress(
-        self: Arc<Self>,
-        ctx: ActivityContext,
-        command: ProgressCommand,
+    /// Publishes (a copy of) `command`; a failure no retry can fix is non-retryable, with a
+    /// type name the workflow can tell apart.
+    async fn publish_or_fail(
+        &self,
+        ctx: &ActivityContext,
+        command: &ProgressCommand,
+        copy: Option<i64>,
     ) -> Result<PublishReceipt, ActivityError> {
         let attempt = ctx.info().attempt;
-        let failure = match publish(&self.jetstream, &self.nats, &command).await {
+        let failure = match publish_copy(&self.jetstream, &self.nats, command, copy).await {
             Ok(receipt) => return Ok(receipt),
             Err(failure) => failure,
         };
@@ -189,6 +210,30 @@ impl ProgressActivities {
             "publishing a command failed; Temporal retries it"
         );
         Err(ActivityError::application(ApplicationFailure::new(message)))
+    }
+}
+
+#[activities]
+impl ProgressActivities {
+    #[activity(name = "update_user_progress")]
+    pub async fn update_user_progress(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        command: ProgressCommand,
+    ) -> Result<PublishReceipt, ActivityError> {
+        self.publish_or_fail(&ctx, &command, None).await
+    }
+
+    /// Reconcile's re-publish of a command the projection lacks: a new copy, which JetStream
+    /// stores even while the original's id is in its duplicate window.
+    #[activity(name = "republish_command")]
+    pub async fn republish_command(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        request: Republish,
+    ) -> Result<PublishReceipt, ActivityError> {
+        self.publish_or_fail(&ctx, &request.command, Some(request.copy))
+            .await
     }
 
     /// Which of the asked seqs (by default all of `1..=highest_seq`) the ledger lacks.

@@ -16,8 +16,8 @@ mod worker;
 mod workflows;
 
 pub use activities::{
-    ProgressActivities, PublishFailure, PublishReceipt, ReconcileRequest, ResumePoint,
-    ResumeRequest, publish,
+    ProgressActivities, PublishFailure, PublishReceipt, ReconcileRequest, Republish, ResumePoint,
+    ResumeRequest, publish, publish_copy,
 };
 pub use lenient::{Lenient, json_payload};
 pub use worker::{WorkerDeps, WorkerError, run, serve};

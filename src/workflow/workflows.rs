@@ -18,7 +18,7 @@ use temporalio_sdk::{
 use uuid::Uuid;
 
 use super::activities::{
-    ProgressActivities, PublishReceipt, ReconcileRequest, ResumePoint, ResumeRequest,
+    ProgressActivities, PublishReceipt, ReconcileRequest, Republish, ResumePoint, ResumeRequest,
     publish_options, reconcile_options,
 };
 use super::lenient::Lenient;
@@ -42,6 +42,12 @@ const FINAL_RECONCILE_ROUNDS: u32 = 10;
 /// replays as it ran (one quiet-period pass, a bounded final reconcile), so upgrading the
 /// workers does not break runs in flight.
 const RECONCILE_UNTIL_APPLIED: &str = "reconcile-until-applied";
+
+/// Marks histories written since reconcile re-publishes a lost command as a new copy (its own
+/// `Nats-Msg-Id`): before, JetStream dropped the re-publish as a duplicate of the lost
+/// original for as long as the duplicate window (2 minutes by default), and the repair waited
+/// that long.
+const REPUBLISH_AS_COPY: &str = "republish-as-copy";
 
 /// The deterministic id of the command `seq` of a workflow.
 pub fn command_id(workflow_id: &str, seq: i64) -> Uuid {
@@ -515,7 +521,35 @@ async fn send(
         .await?)
 }
 
-/// Asks the projection which published seqs it lacks and re-publishes them (same ids), up to
+/// Publishes a copy of `command` that JetStream stores even while the original's
+/// `Nats-Msg-Id` is in its duplicate window.
+async fn send_copy(
+    ctx: &mut WorkflowContext<LearningPathWorkflow>,
+    command: &ProgressCommand,
+    copy: i64,
+) -> WorkflowResult<PublishReceipt> {
+    let request = Republish {
+        command: command.clone(),
+        copy,
+    };
+    Ok(ctx
+        .execute_local_activity(
+            ProgressActivities::republish_command,
+            request,
+            publish_options(),
+        )
+        .await?)
+}
+
+/// A copy number no earlier re-publish of this workflow used: the workflow time in
+/// milliseconds (deterministic on replay), the round where the time is unknown.
+fn copy_number(time: Option<SystemTime>, round: u32) -> i64 {
+    time.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(i64::from(round), |d| d.as_millis() as i64)
+}
+
+/// Asks the projection which published seqs it lacks and re-publishes them (same command ids,
+/// as new copies for JetStream), up to
 /// `rounds` times with a growing wait between (the first round only looks, see below);
 /// returns the seqs still missing.
 async fn reconcile(
@@ -551,8 +585,15 @@ async fn reconcile(
         // the first round only looks: right after a publish the applier is usually just
         // behind, and re-publishing everything it has not applied yet would double the work
         let to_publish = if round == 0 { Vec::new() } else { unconfirmed };
+        let copy = match to_publish.is_empty() || !ctx.patched(REPUBLISH_AS_COPY) {
+            true => None,
+            false => Some(copy_number(ctx.workflow_time(), round)),
+        };
         for command in to_publish {
-            let receipt = send(ctx, &command).await?;
+            let receipt = match copy {
+                Some(copy) => send_copy(ctx, &command, copy).await?,
+                None => send(ctx, &command).await?,
+            };
             if !ctx.is_replaying() {
                 tracing::info!(
                     workflow.id = ctx.workflow_id(),
