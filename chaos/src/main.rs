@@ -282,8 +282,8 @@ mod report {
 
     pub fn table(outcomes: &[Outcome]) -> String {
         let mut out = String::from(
-            "| scenario | fsync | commands/s | faults | acknowledged | applied | lost | duplicated | broker lost, restored | dead letters (refused at publish) | unexpected | reads (backwards) | drain s | worst latency |\n\
-             |---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|\n",
+            "| scenario | fsync | commands/s | faults | acknowledged | applied | lost | duplicated | broker lost, restored | dead letters (refused at publish) | orphans | unexpected | reads (backwards) | drain s | worst latency |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|\n",
         );
         for o in outcomes {
             let dead: Vec<String> = o
@@ -293,7 +293,7 @@ mod report {
                 .map(|(reason, n)| format!("{reason} {n}"))
                 .collect();
             out.push_str(&format!(
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} ({}) | {:.1} | {:.1} s |\n",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} ({}) | {:.1} | {:.1} s |\n",
                 o.scenario.name(),
                 o.fsync,
                 o.rate,
@@ -305,6 +305,7 @@ mod report {
                 o.purged,
                 if dead.is_empty() { "—".to_owned() } else { dead.join(", ") },
                 o.refused_at_publish,
+                o.findings.broker_orphans,
                 o.findings.unexpected.len(),
                 o.reads.reads,
                 o.reads.backwards.len(),

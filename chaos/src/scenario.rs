@@ -401,9 +401,14 @@ pub async fn run(
         serde_json::to_vec_pretty(&seconds)?,
     )?;
 
-    // the scenario's streams go; the cluster stays for the next one
+    // the scenario's streams go (unless it failed: they are the evidence); the cluster stays
+    // for the next one
     drop(service);
-    messaging::delete_streams(&js, &nats).await;
+    if findings.ok() {
+        messaging::delete_streams(&js, &nats).await;
+    } else {
+        tracing::warn!(stream = %nats.commands_stream, "scenario failed; its streams are kept");
+    }
     pool.close().await;
 
     Ok(Outcome {

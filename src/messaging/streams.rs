@@ -83,7 +83,7 @@ pub async fn ensure_streams(
             max_bytes = info.config.max_bytes,
             duplicate_window_secs = info.config.duplicate_window.as_secs(),
             messages = info.state.messages,
-            "stream ready (server fsync: its default interval, see DESIGN: Guarantees)"
+            "stream ready (fsync is the server's setting: deploy/README.md recommends sync_interval always)"
         );
     }
     Ok(())
