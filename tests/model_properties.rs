@@ -223,3 +223,52 @@ fn impossible_scores_and_sequence_numbers_are_rejected() {
         "{err}"
     );
 }
+
+/// Found by fuzzing (`fuzz/`, target `command_decode`): serde_json's default parser misreads
+/// about one 17-digit number in twenty by one ulp, so a command read back from its own JSON —
+/// the ledger's copy, compared with every redelivery — came back different and a duplicate
+/// would have been dead-lettered as an `id_conflict` of itself.
+#[test]
+fn a_command_reads_back_from_its_own_json_whatever_its_score() {
+    for score in [
+        "2.1791009723860965",
+        "0.9856906294632869",
+        "1.2935584108878302e-3",
+    ] {
+        let json = format!(
+            r#"{{ "command_id": "00000000-0000-0000-0000-000000000009", "user_id": "00000000-0000-0000-0000-000000000001",
+            "track_id": "00000000-0000-0000-0000-000000000002", "seq": 1, "occurred_at": "2026-11-25T10:00:00Z",
+            "type": "assessment_recorded", "unit_id": "00000000-0000-0000-0000-000000001000",
+            "attempt_id": "00000000-0000-0000-0000-000000002000", "score": {score}, "max_score": 10, "passed": true }}"#
+        );
+        let command = decode_command(json.as_bytes()).unwrap();
+        let again = decode_command(&serde_json::to_vec(&command).unwrap()).unwrap();
+        assert_eq!(again, command, "score {score}");
+    }
+}
+
+/// Found by fuzzing (target `event_decode`): the API serves the snapshot an event carried,
+/// and what it serves must read back as that snapshot.
+#[test]
+fn a_snapshot_reads_back_from_its_own_json_whatever_its_scores() {
+    let mut progress = UserProgress::empty(Uuid::from_u128(1), Uuid::from_u128(2), at(0));
+    let record = ProgressCommand {
+        command_id: Uuid::from_u128(9),
+        user_id: Uuid::from_u128(1),
+        track_id: Uuid::from_u128(2),
+        seq: 1,
+        occurred_at: at(1),
+        action: Action::AssessmentRecorded {
+            unit_id: unit(0),
+            attempt_id: unit(9),
+            score: "2.1791009723860965".parse().unwrap(),
+            max_score: 10.0,
+            passed: true,
+        },
+    };
+    progress.apply(&record, at(2));
+    let view = ProgressView::new(progress, UNITS as i64);
+    let text = serde_json::to_string(&view).unwrap();
+    let back: ProgressView = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, view);
+}

@@ -31,7 +31,8 @@ pub fn mint_dev_token(
         "aud": config.jwt_audience,
         "role": if admin { "service_role" } else { "authenticated" },
         "iat": now,
-        "exp": now + ttl.as_secs(),
+        // a TTL beyond the end of time (u64 seconds) lasts until then, rather than wrapping
+        "exp": now.saturating_add(ttl.as_secs()),
     });
     if let Some(issuer) = &config.jwt_issuer {
         claims["iss"] = json!(issuer);
@@ -64,5 +65,8 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    Ok(Duration::from_secs(count * seconds))
+    count
+        .checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is longer than a duration can be"))
 }
