@@ -76,7 +76,7 @@ impl Fault {
 }
 
 /// When a fault was in force, in seconds from the scenario's start.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Window {
     pub label: String,
     pub start: f64,

@@ -77,6 +77,11 @@ struct Cli {
     #[arg(long)]
     p1_learners: Option<usize>,
 
+    /// Only redraw the timelines of an earlier run's folder (its results.json and each
+    /// scenario's timeline.json), then exit.
+    #[arg(long, value_name = "DIR")]
+    replot: Option<PathBuf>,
+
     /// Where logs, results.json and the timelines go [default: target/chaos/<time>].
     #[arg(long, env = "CHAOS_OUT")]
     out: Option<PathBuf>,
@@ -122,6 +127,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {
+    if let Some(dir) = &cli.replot {
+        replot(dir)?;
+        return Ok(true);
+    }
     let out = match &cli.out {
         Some(out) => out.clone(),
         None => PathBuf::from("target/chaos")
@@ -255,6 +264,43 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
 }
 
 mod temporal;
+
+/// Redraws every scenario's SVG from what an earlier run wrote.
+fn replot(dir: &std::path::Path) -> anyhow::Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        scenario: String,
+        fsync: String,
+        faults: Vec<faults::Window>,
+        findings: Counts,
+    }
+    #[derive(serde::Deserialize)]
+    struct Counts {
+        acknowledged: usize,
+        lost: usize,
+        duplicated: usize,
+    }
+    let rows: Vec<Row> = serde_json::from_slice(&std::fs::read(dir.join("results.json"))?)
+        .context("reading results.json")?;
+    for row in rows {
+        let fsync = row.fsync.to_lowercase();
+        let tag = format!("{}-{fsync}", row.scenario);
+        let seconds: Vec<plot::Second> =
+            serde_json::from_slice(&std::fs::read(dir.join(&tag).join("timeline.json"))?)?;
+        let title = scenario::title(
+            &row.scenario,
+            &fsync,
+            row.faults.len(),
+            row.findings.acknowledged,
+            row.findings.lost,
+            row.findings.duplicated,
+        );
+        let file = dir.join(format!("{tag}.svg"));
+        std::fs::write(&file, plot::timeline(&title, &seconds, &row.faults))?;
+        tracing::info!(file = %file.display(), "timeline redrawn");
+    }
+    Ok(())
+}
 
 mod report {
     //! The table RELIABILITY.md holds.

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::faults::Window;
 
 /// One second of the run.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct Second {
     pub second: i64,
     pub applied: i64,
@@ -72,9 +72,12 @@ pub fn timeline(title: &str, seconds: &[Second], windows: &[Window]) -> String {
         span,
         &x,
     );
-    let points: Vec<(f64, f64)> = seconds
-        .iter()
-        .map(|s| (s.second as f64 + 0.5, s.applied as f64))
+    // a second in which nothing was applied is a zero, not a gap
+    let last = seconds.last().map_or(0, |s| s.second);
+    let applied: std::collections::HashMap<i64, i64> =
+        seconds.iter().map(|s| (s.second, s.applied)).collect();
+    let points: Vec<(f64, f64)> = (0..=last)
+        .map(|t| (t as f64 + 0.5, applied.get(&t).copied().unwrap_or(0) as f64))
         .collect();
     polyline(
         &mut svg,

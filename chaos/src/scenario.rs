@@ -384,14 +384,13 @@ pub async fn run(
         .sum();
     let last_applied = seconds.last().map_or(0.0, |s| s.second as f64 + 1.0);
     let quiet_from = windows.iter().map(|w| w.end).fold(load_end, f64::max);
-    let title = format!(
-        "{} — fsync {} — {} faults, {} commands acknowledged, {} lost, {} duplicated",
+    let title = title(
         scenario.name(),
-        infra.cluster.fsync,
+        &infra.cluster.fsync.to_string(),
         windows.len(),
         findings.acknowledged,
         findings.lost,
-        findings.duplicated
+        findings.duplicated,
     );
     let svg = plot::timeline(&title, &seconds, &windows);
     let timeline = infra.out.join(format!("{tag}.svg"));
@@ -427,6 +426,21 @@ pub async fn run(
         timeline: timeline.display().to_string(),
         logs: logs.display().to_string(),
     })
+}
+
+/// A timeline's heading.
+pub fn title(
+    scenario: &str,
+    fsync: &str,
+    faults: usize,
+    acknowledged: usize,
+    lost: usize,
+    duplicated: usize,
+) -> String {
+    format!(
+        "{scenario} — fsync {fsync} — {faults} faults, {acknowledged} commands acknowledged, \
+         {lost} lost, {duplicated} duplicated"
+    )
 }
 
 fn path(p: &Path) -> anyhow::Result<&str> {
