@@ -229,8 +229,10 @@ async fn each_request_gets_the_status_its_case_calls_for(pool: PgPool) {
     let (track, user, _) = started(&pool).await;
     let own = token_for(user);
     let stranger = token_for(Uuid::new_v4());
+    // the project's legacy service_role key as Supabase issues it: no `sub`, no `aud`
+    let now = jsonwebtoken::get_current_timestamp();
     let service = hs256(
-        &with(claims(Uuid::new_v4()), json!({"role": "service_role"})),
+        &json!({"iss": "supabase", "role": "service_role", "iat": now, "exp": now + 3600}),
         SECRET.as_bytes(),
     );
     let app_admin = hs256(
@@ -396,6 +398,22 @@ async fn hostile_tokens_are_refused_and_see_no_progress(pool: PgPool) {
         ("truncated", good[..good.len() - 6].to_owned(), unauthorized),
         ("garbage", "definitely.not.a-jwt".to_owned(), unauthorized),
         ("missing sub", changed(json!({"sub": null})), unauthorized),
+        (
+            "the public anon role",
+            changed(json!({"role": "anon"})),
+            unauthorized,
+        ),
+        ("no role", changed(json!({"role": null})), unauthorized),
+        (
+            "service_role with another project's issuer",
+            changed(json!({"role": "service_role", "iss": "https://evil.example"})),
+            unauthorized,
+        ),
+        (
+            "anonymous sign-in reading its own",
+            changed(json!({"is_anonymous": true})),
+            StatusCode::OK,
+        ),
         (
             "sub not a user id",
             changed(json!({"sub": "admin"})),

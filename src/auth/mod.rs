@@ -5,7 +5,7 @@
 //! | `SUPABASE_JWT_SECRET` | none | the project's HS256 secret |
 //! | `SUPABASE_JWKS` | none | path or URL of the project's JWKS (ES256/RS256 signing keys) |
 //! | `JWKS_REFETCH_INTERVAL_SECS` | 60 | least time between two fetches caused by an unknown `kid` |
-//! | `JWT_AUDIENCE` | `authenticated` | required `aud` |
+//! | `JWT_AUDIENCE` | `authenticated` | required `aud` of user tokens (the service role has none) |
 //! | `JWT_ISSUER` | none | required `iss`, when set |
 //! | `ADMIN_CLAIM` | none | `path.to.claim=value` that makes a token admin, e.g. `app_metadata.role=admin` |
 //! | `LEARNING_PROGRESS_DEV` | off | development mode: a fixed, public secret when none is given |

@@ -35,6 +35,8 @@ pub enum AuthError {
     Rejected(#[source] jsonwebtoken::errors::Error),
     #[error("token subject is not a user id")]
     Subject,
+    #[error("token role may not read progress (only `authenticated` users and `service_role`)")]
+    Role,
 }
 
 fn describe(error: &jsonwebtoken::errors::Error) -> &'static str {
@@ -64,7 +66,11 @@ pub enum VerifierError {
     Jwks(#[from] JwksError),
 }
 
-/// Checks signature, `exp`, `nbf`, `aud` and (when configured) `iss`, then reads `sub`.
+/// The `iss` of a Supabase project's legacy API keys (`anon`, `service_role`).
+const LEGACY_KEY_ISSUER: &str = "supabase";
+
+/// Checks signature, `exp`, `nbf` and (when configured) `iss`; then either the service role
+/// (admin, no `sub` or `aud` needed), or `aud`, `role: authenticated` and a user id in `sub`.
 pub struct Verifier {
     hmac: Option<DecodingKey>,
     jwks: Option<Jwks>,
@@ -141,29 +147,60 @@ impl Verifier {
             jsonwebtoken::decode::<serde_json::Value>(token, key, &self.validation(header.alg))
                 .map_err(AuthError::Rejected)?
                 .claims;
-        let user_id = claims
-            .get("sub")
-            .and_then(serde_json::Value::as_str)
-            .and_then(|sub| Uuid::parse_str(sub).ok())
-            .ok_or(AuthError::Subject)?;
+        let claim = |name: &str| claims.get(name).and_then(serde_json::Value::as_str);
+        let rejected = |kind: jsonwebtoken::errors::ErrorKind| AuthError::Rejected(kind.into());
+        let service_role = claim("role") == Some("service_role");
+        if let Some(issuer) = &self.issuer {
+            // the project's legacy service_role key says `supabase`, its user tokens the
+            // auth URL
+            let iss = claim("iss");
+            if iss != Some(issuer.as_str()) && !(service_role && iss == Some(LEGACY_KEY_ISSUER)) {
+                return Err(rejected(jsonwebtoken::errors::ErrorKind::InvalidIssuer));
+            }
+        }
+        let user_id = claim("sub").and_then(|sub| Uuid::parse_str(sub).ok());
+        if service_role {
+            // a legacy service_role key carries no `sub` and no `aud`: it is the project's
+            // server, which may read anyone's progress
+            return Ok(Principal {
+                user_id: user_id.unwrap_or(Uuid::nil()),
+                admin: true,
+            });
+        }
+        let audience = match claims.get("aud") {
+            Some(serde_json::Value::String(aud)) => aud == &self.audience,
+            Some(serde_json::Value::Array(auds)) => {
+                auds.iter().any(|a| a.as_str() == Some(&self.audience))
+            }
+            None | Some(serde_json::Value::Null) => {
+                return Err(rejected(
+                    jsonwebtoken::errors::ErrorKind::MissingRequiredClaim("aud".to_owned()),
+                ));
+            }
+            Some(_) => false,
+        };
+        if !audience {
+            return Err(rejected(jsonwebtoken::errors::ErrorKind::InvalidAudience));
+        }
+        // `anon` is the public key's role: signed by the project, but nobody in particular
+        if claim("role") != Some("authenticated") {
+            return Err(AuthError::Role);
+        }
         Ok(Principal {
-            user_id,
+            user_id: user_id.ok_or(AuthError::Subject)?,
             admin: self.is_admin(&claims),
         })
     }
 
+    /// Signature, `exp` and `nbf`; the audience, issuer and subject rules depend on the role
+    /// and are checked after.
     fn validation(&self, alg: Algorithm) -> Validation {
         let mut validation = Validation::new(alg);
         // tolerate small clock differences between Supabase and this host, no more
         validation.leeway = 30;
         validation.validate_nbf = true;
-        validation.set_audience(&[&self.audience]);
-        let mut required = vec!["exp", "sub", "aud"];
-        if let Some(issuer) = &self.issuer {
-            validation.set_issuer(&[issuer]);
-            required.push("iss");
-        }
-        validation.set_required_spec_claims(&required);
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp"]);
         validation
     }
 
