@@ -787,6 +787,17 @@ async fn starting_without_a_key_is_an_error_outside_development_mode() {
     assert!(principal.admin);
     let with_secret = AuthConfig::with_secret("hunter2-but-longer");
     assert!(!format!("{with_secret:?}").contains("hunter2"));
+
+    // a user may edit their own user_metadata: it cannot make anyone admin
+    let editable = AuthConfig {
+        admin_claim: Some("user_metadata.role=admin".to_owned()),
+        ..AuthConfig::with_secret("unused")
+    };
+    let error = Verifier::from_config(&editable)
+        .await
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("app_metadata"), "{error}");
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 //! | `JWKS_REFETCH_INTERVAL_SECS` | 60 | least time between two fetches caused by an unknown `kid` |
 //! | `JWT_AUDIENCE` | `authenticated` | required `aud` of user tokens (the service role has none) |
 //! | `JWT_ISSUER` | none | required `iss`, when set |
-//! | `ADMIN_CLAIM` | none | `path.to.claim=value` that makes a token admin, e.g. `app_metadata.role=admin` |
+//! | `ADMIN_CLAIM` | none | `path.to.claim=value` that makes a token admin, e.g. `app_metadata.role=admin` (never `user_metadata`, which users edit) |
 //! | `LEARNING_PROGRESS_DEV` | off | development mode: a fixed, public secret when none is given |
 //!
 //! At least one key source is required outside development mode. Secrets are never printed.

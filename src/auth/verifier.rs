@@ -62,6 +62,11 @@ pub enum VerifierError {
     NoKeySource,
     #[error("ADMIN_CLAIM must look like `path.to.claim=value`, got {0:?}")]
     AdminClaim(String),
+    #[error(
+        "ADMIN_CLAIM {0:?} points into user_metadata, which every user may edit for \
+         themselves; use a claim only the project sets, e.g. app_metadata.role=admin"
+    )]
+    UserEditableAdminClaim(String),
     #[error(transparent)]
     Jwks(#[from] JwksError),
 }
@@ -100,6 +105,10 @@ impl Verifier {
             .admin_claim
             .as_deref()
             .map(|claim| match claim.split_once('=') {
+                // Supabase lets a signed-in user write their own user_metadata
+                Some((path, _)) if path.split('.').next() == Some("user_metadata") => {
+                    Err(VerifierError::UserEditableAdminClaim(claim.to_owned()))
+                }
                 Some((path, value)) if !path.is_empty() => Ok((
                     path.split('.').map(str::to_owned).collect(),
                     value.to_owned(),
