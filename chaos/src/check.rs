@@ -42,6 +42,9 @@ pub struct Findings {
     /// How long after the last learner finished the commands stream took to empty (the
     /// redeliveries of commands a killed applier held, after its ack wait).
     pub stream_drain_seconds: f64,
+    /// (replica, learner) pairs whose final version a replica served only after its cache's
+    /// TTL reloaded it: an event it never received (RELIABILITY.md, finding 7).
+    pub api_late: usize,
     /// Events read, and learners whose event versions have a hole below their final version.
     pub events: usize,
     pub event_gaps: usize,
@@ -275,17 +278,23 @@ impl Checker<'_> {
         Ok(())
     }
 
-    /// Every replica serves every learner's final version (within 60 s, the caches' catch-up).
+    /// Every replica serves every learner's final version within 60 s: at once when its events
+    /// arrived, else after its cache's TTL (20 s here) reloaded the learner — counted as late.
     async fn check_api(&self, f: &mut Findings, versions: &HashMap<Uuid, i64>) {
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut behind: Vec<String> = Vec::new();
         for (replica, url) in self.api_urls.iter().enumerate() {
             for (user, version) in versions {
+                let mut first = true;
                 loop {
                     let served = reads::version(&http, url, self.token, *user, self.track.id).await;
                     if served == Ok(Some(*version)) {
                         break;
+                    }
+                    if first {
+                        f.api_late += 1;
+                        first = false;
                     }
                     if Instant::now() > deadline {
                         behind.push(format!(

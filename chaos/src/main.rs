@@ -310,7 +310,8 @@ mod report {
     pub fn line(o: &Outcome) -> String {
         format!(
             "{} (fsync {}): {} faults, {:.0} commands/s, {} acknowledged, {} applied, {} lost, \
-             {} duplicated, dead letters {:?}, {} unexpected, {} backwards reads, drained {:.1} s",
+             {} duplicated, dead letters {:?}, {} unexpected, {} backwards reads, {} late API reads, \
+             drained {:.1} s",
             o.scenario.name(),
             o.fsync,
             o.faults.len(),
@@ -322,6 +323,7 @@ mod report {
             o.findings.dead_letters,
             o.findings.unexpected.len(),
             o.reads.backwards.len(),
+            o.findings.api_late,
             o.drain_seconds
         )
     }

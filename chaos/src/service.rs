@@ -82,6 +82,9 @@ impl Deployment {
                 ("NATS_URL".to_owned(), self.api_nats_urls[i].clone()),
                 ("API_ADDR".to_owned(), format!("127.0.0.1:{port}")),
                 ("SUPABASE_JWT_SECRET".to_owned(), JWT_SECRET.to_owned()),
+                // the cache's safety net behind the events, short enough for the checker to
+                // wait it out (RELIABILITY.md, finding 7)
+                ("API_CACHE_TTL_SECS".to_owned(), "20".to_owned()),
             ]);
             apis.push(Proc::start(
                 format!("api-{}", i + 1),
