@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The fault-injection harness (chaos/): `make chaos` runs it.
 #
-#   MODE=quick (default)  the mixed scenario once, on a debug build: a few minutes (CI runs it)
+#   MODE=quick (default)  the mixed scenario once, on a debug build: a few minutes
 #   MODE=full             every scenario, both fsync settings, on a release build, then the
 #                         fuzzers for FUZZ_SECONDS (120) each (scripts/fuzz.sh; 0 skips them):
 #                         the published figures

@@ -31,7 +31,7 @@ use scenario::{Infra, Options, Outcome, Scenario};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Mode {
     /// The mixed scenario alone (every fault once, the poison mix), default fsync: a few
-    /// minutes; what CI runs.
+    /// minutes.
     Quick,
     /// Every scenario alone, then mixed, with the default fsync; then the cluster scenarios
     /// again with `sync_interval: always`.
@@ -44,7 +44,7 @@ enum Mode {
 #[derive(Debug, Parser)]
 #[command(name = "chaos", version)]
 struct Cli {
-    /// quick (CI) or full (the published figures).
+    /// quick (a few minutes) or full (the published figures).
     #[arg(long, value_enum, default_value_t = Mode::Quick)]
     mode: Mode,
 
