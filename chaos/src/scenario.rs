@@ -139,6 +139,29 @@ pub struct Infra {
     pub out: std::path::PathBuf,
 }
 
+impl Infra {
+    /// A new, migrated database (dropped first if an earlier run left it); its URL.
+    pub async fn fresh_database(&self, name: &str) -> anyhow::Result<String> {
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&self.postgres.url("postgres"))
+            .await?;
+        sqlx::query(&format!("drop database if exists {name} with (force)"))
+            .execute(&admin)
+            .await?;
+        sqlx::query(&format!("create database {name}"))
+            .execute(&admin)
+            .await?;
+        admin.close().await;
+        let url = self.postgres.url(name);
+        crate::procs::run(
+            path(&self.service_bin)?,
+            &["migrate", "--database-url", &url],
+        )?;
+        Ok(url)
+    }
+}
+
 pub struct Options {
     pub seconds: u64,
     pub concurrency: usize,
@@ -188,23 +211,9 @@ pub async fn run(
     tracing::info!(scenario = scenario.name(), fsync = %infra.cluster.fsync, logs = %logs.display(), "scenario starting");
 
     // a database, streams and a task queue of its own
-    let database = format!("chaos_{}", tag.replace('-', "_"));
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&infra.postgres.url("postgres"))
+    let database_url = infra
+        .fresh_database(&format!("chaos_{}", tag.replace('-', "_")))
         .await?;
-    sqlx::query(&format!("drop database if exists {database} with (force)"))
-        .execute(&admin)
-        .await?;
-    sqlx::query(&format!("create database {database}"))
-        .execute(&admin)
-        .await?;
-    admin.close().await;
-    let database_url = infra.postgres.url(&database);
-    crate::procs::run(
-        path(&infra.service_bin)?,
-        &["migrate", "--database-url", &database_url],
-    )?;
     let pool = PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(30))

@@ -28,24 +28,7 @@ pub struct Throughput {
 pub async fn measure(infra: &Infra, learners: usize) -> anyhow::Result<Throughput> {
     let fsync = infra.cluster.fsync;
     let tag = format!("p1_{fsync}");
-    let database = format!("chaos_{tag}");
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&infra.postgres.url("postgres"))
-        .await?;
-    sqlx::query(&format!("drop database if exists {database} with (force)"))
-        .execute(&admin)
-        .await?;
-    sqlx::query(&format!("create database {database}"))
-        .execute(&admin)
-        .await?;
-    admin.close().await;
-    let database_url = infra.postgres.url(&database);
-    let bin = infra
-        .service_bin
-        .to_str()
-        .ok_or_else(|| anyhow::anyhow!("the service binary's path is not UTF-8"))?;
-    crate::procs::run(bin, &["migrate", "--database-url", &database_url])?;
+    let database_url = infra.fresh_database(&format!("chaos_{tag}")).await?;
     let pool = PgPoolOptions::new()
         .max_connections(2)
         .connect(&database_url)
