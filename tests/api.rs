@@ -699,7 +699,10 @@ async fn health_metrics_and_the_openapi_document_are_served(pool: PgPool) {
     let ready = api.get("/readyz", None).await;
     assert_eq!(ready.status(), StatusCode::OK);
     let ready: Value = ready.json().await.unwrap();
-    assert_eq!(ready["checks"], json!({"database": "ok", "nats": "ok"}));
+    assert_eq!(
+        ready["checks"],
+        json!({"database": "ok", "nats": "ok", "events": "following"})
+    );
 
     let metrics = api.get("/metrics", None).await.text().await.unwrap();
     for expected in [
@@ -763,7 +766,7 @@ async fn readiness_names_an_unreachable_database() {
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(
         ready["checks"],
-        json!({"database": "unreachable", "nats": "ok"})
+        json!({"database": "unreachable", "nats": "ok", "events": "following"})
     );
     common::delete_streams(&js, &nats).await;
 }
@@ -882,5 +885,96 @@ async fn a_nats_reconnect_clears_the_cache_so_missed_events_cannot_leave_it_stal
     )
     .await;
     assert_eq!(api.progress_queries(), 2);
+    common::delete_streams(&js, &nats).await;
+}
+
+#[sqlx::test]
+async fn an_event_this_replica_never_received_reaches_its_cache_from_the_stream(pool: PgPool) {
+    let (nats, js) = common::isolated_nats().await;
+    let server = common::nats_url();
+    let server: &'static str = Box::leak(
+        server
+            .trim_start_matches("nats://")
+            .to_owned()
+            .into_boxed_str(),
+    );
+    let proxy = common::Proxy::nats(server).await;
+    let through_proxy = NatsConfig {
+        url: format!("nats://127.0.0.1:{}", proxy.port),
+        ..nats.clone()
+    };
+    let api = spawn_api(&pool, &through_proxy).await;
+    let (track, lost, _) = started(&pool).await;
+    let (other_track, other, _) = started(&pool).await;
+    let (lost_path, lost_token) = (progress_path(lost, track.id), token_for(lost));
+    let (other_path, other_token) = (progress_path(other, other_track.id), token_for(other));
+    assert_eq!(
+        version_of(api.get(&lost_path, Some(&lost_token)).await).await,
+        1
+    );
+    assert_eq!(
+        version_of(api.get(&other_path, Some(&other_token)).await).await,
+        1
+    );
+
+    // the replica's connection stays up, but this learner's event never reaches it
+    proxy.hide(Some(&lost.to_string()));
+    let v2 = complete(&pool, &track, lost, 0).await;
+    publish(&js, &nats, &event(&v2, 3)).await;
+    proxy.hide(None);
+    // the next event it does receive shows the gap
+    let other_v2 = complete(&pool, &other_track, other, 0).await;
+    publish(&js, &nats, &event(&other_v2, 3)).await;
+
+    common::eventually(
+        Duration::from_secs(10),
+        "the missed version 2, from the stream",
+        || async {
+            let lost = version_of(api.get(&lost_path, Some(&lost_token)).await).await;
+            let other = version_of(api.get(&other_path, Some(&other_token)).await).await;
+            (lost == 2 && other == 2).then_some(())
+        },
+    )
+    .await;
+    // both learners loaded once; version 2 came from events, not from a cleared cache
+    assert_eq!(api.progress_queries(), 2);
+    common::delete_streams(&js, &nats).await;
+}
+
+#[sqlx::test]
+async fn a_replica_started_before_the_events_stream_exists_follows_it_once_it_does(pool: PgPool) {
+    let tag = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let nats = NatsConfig::isolated(common::nats_url(), &tag);
+    let api = spawn_api(&pool, &nats).await;
+    let ready = api.get("/readyz", None).await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["checks"]["events"], "not_following");
+
+    let client = messaging::connect(&nats, "test").await.unwrap();
+    let js = jetstream::new(client);
+    messaging::ensure_streams(&js, &nats).await.unwrap();
+    common::eventually(Duration::from_secs(10), "the replica to follow", || async {
+        let ready = api.get("/readyz", None).await;
+        (ready.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+
+    let (track, user, _) = started(&pool).await;
+    let path = progress_path(user, track.id);
+    let token = token_for(user);
+    assert_eq!(version_of(api.get(&path, Some(&token)).await).await, 1);
+    let v2 = complete(&pool, &track, user, 0).await;
+    publish(&js, &nats, &event(&v2, 3)).await;
+    common::eventually(
+        Duration::from_secs(10),
+        "version 2 from the event",
+        || async {
+            let version = version_of(api.get(&path, Some(&token)).await).await;
+            (version == 2).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(api.progress_queries(), 1, "version 2 came from the event");
     common::delete_streams(&js, &nats).await;
 }

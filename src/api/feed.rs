@@ -1,16 +1,25 @@
 //! The event feed: every progress event, applied to this replica's cache.
 //!
-//! Each replica subscribes to `<prefix>.evt.>` with a plain core NATS subscription rather than
-//! an ordered JetStream consumer. JetStream publishes are delivered to core subscribers too, so
-//! every replica sees every event as it is stored, with no consumer state on the server to
-//! create, name per replica or clean up after a crash, and no replay at start (an empty cache
-//! loads from the database anyway). What a core subscription loses — messages sent while
-//! disconnected, or dropped because this replica fell behind — is exactly what the cache
-//! cannot afford to miss, so on a reconnect, a disconnect and a slow-consumer notice the cache
-//! is cleared and refills from the database; the TTL is the last safety net. An ordered
-//! consumer would give gap detection and replay, which the cache does not need.
+//! Each replica follows the events stream with an ordered JetStream consumer: an ephemeral,
+//! unacknowledged, single-replica consumer that the client checks message by message. A gap
+//! in its sequence (a delivery lost on a broken route, say) or two missed heartbeats make the
+//! client recreate it from the last stream sequence it saw, so an event the replica did not
+//! hear is delivered again instead of leaving its learner stale until the cache's TTL. A core
+//! subscription cannot do that: an event stored while the routes to this replica's NATS node
+//! were down reached the stream but never this replica, and nothing said so.
+//!
+//! The feed starts at the stream's end (an empty cache loads from the database anyway) and
+//! clears the cache each time it starts following, since whatever was loaded before may have
+//! missed events. Whatever goes wrong with the consumer itself, it starts over the same way,
+//! with a backoff, while the replica keeps serving from the database. A disconnect or a slow
+//! consumer also clears the cache: until the feed is back, reads go to the database.
 
-use async_nats::{Client, ConnectOptions, Event, Subscriber};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
+use async_nats::{Client, ConnectOptions, Event};
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +27,11 @@ use super::ProgressCache;
 use super::metrics::Metrics;
 use crate::messaging::NatsConfig;
 use crate::model::ProgressEvent;
+
+/// How long one pull of the ordered consumer waits; its heartbeats come at half of it, and two
+/// missed ones make the client recreate the consumer, so this bounds how long a replica stays
+/// deaf after the consumer's node dies.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
 /// Connects to NATS, clearing the cache whenever events may have been missed.
 pub async fn connect(
@@ -45,29 +59,143 @@ pub async fn connect(
         .await
 }
 
-/// Subscribes to every event subject.
-pub async fn subscribe(
-    client: &Client,
-    config: &NatsConfig,
-) -> Result<Subscriber, async_nats::SubscribeError> {
-    client.subscribe(config.events_filter()).await
+/// Whether the feed follows the events stream right now; `/readyz` reports it.
+#[derive(Clone, Default)]
+pub struct FeedState(Arc<AtomicBool>);
+
+impl FeedState {
+    pub fn following(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    fn set(&self, following: bool) {
+        self.0.store(following, Ordering::SeqCst);
+    }
 }
 
-/// Applies events to the cache until the subscription ends or `shutdown` fires.
+/// Why the feed stopped following and starts over.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error("looking up the events stream {stream}")]
+    Stream {
+        stream: String,
+        #[source]
+        source: async_nats::jetstream::context::GetStreamError,
+    },
+    #[error("reading the events stream's state")]
+    Info(#[from] async_nats::jetstream::context::RequestError),
+    #[error("creating the ordered consumer")]
+    Consumer(#[from] async_nats::jetstream::stream::ConsumerError),
+    #[error("pulling from the ordered consumer")]
+    Pull(#[from] async_nats::jetstream::consumer::StreamError),
+    #[error("following the events stream")]
+    Ordered(#[from] async_nats::jetstream::consumer::pull::OrderedError),
+    #[error("the ordered consumer replayed from before its start; starting over")]
+    Replayed,
+    #[error("the events stream ended")]
+    Ended,
+}
+
+/// The ordered consumer of one start: events after `floor`, the stream's last sequence when
+/// it was created.
+pub struct Following {
+    messages: pull::Ordered,
+    floor: u64,
+}
+
+/// Creates an ordered consumer at the end of the events stream, then clears the cache: from
+/// here on every event reaches the cache, and what it held before may have missed some.
+pub async fn follow(
+    client: &Client,
+    config: &NatsConfig,
+    cache: &ProgressCache,
+) -> Result<Following, FeedError> {
+    let js = jetstream::new(client.clone());
+    let mut stream = js
+        .get_stream(&config.events_stream)
+        .await
+        .map_err(|source| FeedError::Stream {
+            stream: config.events_stream.clone(),
+            source,
+        })?;
+    let floor = stream.info().await?.state.last_sequence;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: config.events_filter(),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: floor + 1,
+            },
+            max_expires: PULL_EXPIRES,
+            ..Default::default()
+        })
+        .await?;
+    let messages = consumer.messages().await?;
+    cache.clear();
+    Ok(Following { messages, floor })
+}
+
+/// Applies events to the cache until `shutdown` fires, starting over (with a backoff) from the
+/// stream's end whenever following fails. `first` is a consumer already created, if any.
 pub async fn run(
-    mut events: Subscriber,
+    client: Client,
+    config: NatsConfig,
+    first: Option<Following>,
     cache: ProgressCache,
     metrics: Metrics,
+    state: FeedState,
     shutdown: CancellationToken,
 ) {
+    let mut next = first;
+    let mut backoff = Duration::from_millis(100);
     loop {
-        let message = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            message = events.next() => match message {
-                Some(message) => message,
-                None => break,
+        let following = match next.take() {
+            Some(following) => Ok(following),
+            None => tokio::select! {
+                _ = shutdown.cancelled() => return,
+                following = follow(&client, &config, &cache) => following,
             },
         };
+        let error = match following {
+            Ok(following) => {
+                state.set(true);
+                backoff = Duration::from_millis(100);
+                tracing::info!(stream = %config.events_stream, from = following.floor + 1, "following progress events");
+                let result = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    result = apply_all(following, &cache, &metrics) => result,
+                };
+                state.set(false);
+                // whatever was cached may miss events until the next start clears it
+                cache.clear();
+                result
+            }
+            Err(error) => error,
+        };
+        tracing::warn!(error = %crate::telemetry::causes(&error), retry_in = ?backoff, "progress events feed stopped; reads go to the database until it is back");
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Applies each event to the cache; returns when the consumer fails.
+async fn apply_all(
+    mut following: Following,
+    cache: &ProgressCache,
+    metrics: &Metrics,
+) -> FeedError {
+    while let Some(message) = following.messages.next().await {
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => return error.into(),
+        };
+        // a consumer recreated before its first event starts again from the stream's first
+        let sequence = message.info().map(|info| info.stream_sequence).unwrap_or(0);
+        if sequence <= following.floor {
+            return FeedError::Replayed;
+        }
         match serde_json::from_slice::<ProgressEvent>(&message.payload) {
             Ok(event) => {
                 let applied = cache.apply(&event).await;
@@ -75,6 +203,7 @@ pub async fn run(
                     event.id = %event.event_id,
                     user.id = %event.progress.progress.user_id,
                     version = event.version,
+                    sequence,
                     applied,
                     "progress event"
                 );
@@ -85,5 +214,5 @@ pub async fn run(
             }
         }
     }
-    let _ = events.unsubscribe().await;
+    FeedError::Ended
 }

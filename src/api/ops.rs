@@ -25,7 +25,8 @@ pub fn router() -> Router<ApiState> {
         )
 }
 
-/// Ready when both the database and NATS answer; otherwise 503 naming what failed.
+/// Ready when the database and NATS answer and the cache follows the events stream;
+/// otherwise 503 naming what failed.
 async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     state
         .metrics()
@@ -39,7 +40,8 @@ async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
         Ok(Ok(_))
     );
     let nats = state.nats().connection_state() == async_nats::connection::State::Connected;
-    let status = if database && nats {
+    let events = state.feed().following();
+    let status = if database && nats && events {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -47,7 +49,11 @@ async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     let check = |ok: bool| if ok { "ok" } else { "unreachable" };
     let body = json!({
         "status": if status.is_success() { "ready" } else { "not_ready" },
-        "checks": { "database": check(database), "nats": check(nats) },
+        "checks": {
+            "database": check(database),
+            "nats": check(nats),
+            "events": if events { "following" } else { "not_following" },
+        },
     });
     (status, Json(body))
 }

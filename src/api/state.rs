@@ -6,9 +6,13 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{ApiConfig, Metrics, PgSource, ProgressCache, feed};
+use super::feed::{self, FeedState};
+use super::{ApiConfig, Metrics, PgSource, ProgressCache};
 use crate::auth::Verifier;
 use crate::messaging::NatsConfig;
+
+/// How long start-up waits for the feed before it goes on retrying in the background.
+const FIRST_FOLLOW: Duration = Duration::from_secs(5);
 
 /// Cheap to clone: one `Arc`.
 #[derive(Clone)]
@@ -22,6 +26,7 @@ struct Inner {
     verifier: Verifier,
     metrics: Metrics,
     nats: async_nats::Client,
+    feed: FeedState,
     config: ApiConfig,
     shutdown: CancellationToken,
 }
@@ -30,13 +35,13 @@ struct Inner {
 pub enum StartError {
     #[error("connecting to NATS")]
     Connect(#[from] async_nats::ConnectError),
-    #[error("subscribing to progress events")]
-    Subscribe(#[from] async_nats::SubscribeError),
 }
 
 impl ApiState {
-    /// Builds the cache, connects to NATS and starts applying events to the cache before it
-    /// returns, so nothing published afterwards is missed. The feed and open event streams
+    /// Builds the cache, connects to NATS and starts following the events stream. When NATS
+    /// and the stream answer within a few seconds, the feed follows before this returns, so
+    /// nothing published afterwards is missed; otherwise it keeps trying in the background
+    /// (`/readyz` says so) while reads go to the database. The feed and open event streams
     /// stop when `shutdown` fires.
     pub async fn start(
         pool: PgPool,
@@ -49,19 +54,27 @@ impl ApiState {
         let source = Arc::new(PgSource::new(pool.clone(), &metrics));
         let cache = ProgressCache::new(&config.cache(), source, &metrics);
         let client = feed::connect(nats, cache.clone()).await?;
-        let events = feed::subscribe(&client, nats).await?;
-        // the server knows the subscription once it answers a ping sent after it
-        match tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
-            Ok(Ok(())) => {}
+        let first = match tokio::time::timeout(FIRST_FOLLOW, feed::follow(&client, nats, &cache))
+            .await
+        {
+            Ok(Ok(following)) => Some(following),
             Ok(Err(error)) => {
-                tracing::warn!(%error, "NATS not reachable yet; events will follow once it is")
+                tracing::warn!(error = %crate::telemetry::causes(&error), "not following progress events yet; retrying");
+                None
             }
-            Err(_) => tracing::warn!("NATS not reachable yet; events will follow once it is"),
-        }
+            Err(_) => {
+                tracing::warn!("NATS not reachable yet; progress events will follow once it is");
+                None
+            }
+        };
+        let feed_state = FeedState::default();
         tokio::spawn(feed::run(
-            events,
+            client.clone(),
+            nats.clone(),
+            first,
             cache.clone(),
             metrics.clone(),
+            feed_state.clone(),
             shutdown.clone(),
         ));
         Ok(ApiState {
@@ -71,6 +84,7 @@ impl ApiState {
                 verifier,
                 metrics,
                 nats: client,
+                feed: feed_state,
                 config,
                 shutdown,
             }),
@@ -95,6 +109,11 @@ impl ApiState {
 
     pub fn nats(&self) -> &async_nats::Client {
         &self.inner.nats
+    }
+
+    /// Whether the cache follows the events stream right now.
+    pub fn feed(&self) -> &FeedState {
+        &self.inner.feed
     }
 
     pub fn config(&self) -> &ApiConfig {

@@ -11,6 +11,8 @@ use std::time::Duration;
 use async_nats::jetstream::{AckKind, Message};
 use tokio_util::sync::CancellationToken;
 
+use crate::telemetry::causes;
+
 /// Why a batch must be retried later; never a reason to dead-letter.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum Transient {
@@ -83,16 +85,4 @@ impl Backoff {
 /// predecessor that is really missing, until reconcile re-publishes it.
 pub(super) fn defer_delay(deliveries: i64) -> Duration {
     Duration::from_millis(10 * deliveries.clamp(1, 100) as u64)
-}
-
-/// `error` and its causes on one line: "outer: inner: root".
-pub(super) fn causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -3,13 +3,14 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
 use learning_progress::messaging::{self, NatsConfig};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -91,40 +92,69 @@ pub async fn stream_len(js: &jetstream::Context, stream: &str) -> u64 {
 
 /// A TCP proxy in front of a real server. `cut()` drops every connection and refuses new ones
 /// until `restore()`: the server looks unreachable to whoever connects through the proxy.
+/// In front of a NATS server (`Proxy::nats`), `hide(text)` keeps the connection up but leaves
+/// out every message the server delivers on a subject containing `text`, as a broken route
+/// between cluster nodes would.
 pub struct Proxy {
     pub port: u16,
     up: Arc<AtomicBool>,
     cut: Arc<Notify>,
+    hidden: Arc<Mutex<Option<String>>>,
 }
 
 impl Proxy {
     pub async fn start(target: &'static str) -> Proxy {
+        Proxy::spawn(target, false).await
+    }
+
+    /// A proxy that reads the NATS protocol the server sends, so that `hide` works.
+    pub async fn nats(target: &'static str) -> Proxy {
+        Proxy::spawn(target, true).await
+    }
+
+    async fn spawn(target: &'static str, nats: bool) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
         let cut = Arc::new(Notify::new());
-        let (up_in, cut_in) = (up.clone(), cut.clone());
+        let hidden = Arc::new(Mutex::new(None::<String>));
+        let (up_in, cut_in, hidden_in) = (up.clone(), cut.clone(), hidden.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     return;
                 };
                 if !up_in.load(Ordering::SeqCst) {
                     continue; // dropped: the client sees the connection closed
                 }
-                let cut = cut_in.clone();
+                let (cut, hidden) = (cut_in.clone(), hidden_in.clone());
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                    let Ok(outbound) = TcpStream::connect(target).await else {
                         return;
                     };
+                    let (mut client_read, mut client_write) = inbound.into_split();
+                    let (mut server_read, mut server_write) = outbound.into_split();
+                    let to_client = async {
+                        if nats {
+                            deliver(server_read, client_write, hidden).await;
+                        } else {
+                            let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                        }
+                    };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = tokio::io::copy(&mut client_read, &mut server_write) => {}
+                        _ = to_client => {}
                         _ = cut.notified() => {}
                     }
                 });
             }
         });
-        Proxy { port, up, cut }
+        Proxy {
+            port,
+            up,
+            cut,
+            hidden,
+        }
     }
 
     pub fn cut(&self) {
@@ -134,6 +164,56 @@ impl Proxy {
 
     pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
+    }
+
+    /// From now on, leaves out deliveries whose subject contains `text` (`None`: none).
+    pub fn hide(&self, text: Option<&str>) {
+        *self.hidden.lock().unwrap() = text.map(str::to_owned);
+    }
+}
+
+/// Copies the server's side of a NATS connection frame by frame, leaving out `MSG` and `HMSG`
+/// frames whose subject contains the hidden text.
+async fn deliver(
+    mut server: tokio::net::tcp::OwnedReadHalf,
+    mut client: tokio::net::tcp::OwnedWriteHalf,
+    hidden: Arc<Mutex<Option<String>>>,
+) {
+    let mut pending = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let read = match server.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        pending.extend_from_slice(&chunk[..read]);
+        while let Some((length, subject)) = next_frame(&pending) {
+            let hide = match (&subject, hidden.lock().unwrap().as_deref()) {
+                (Some(subject), Some(text)) => subject.contains(text),
+                _ => false,
+            };
+            let frame: Vec<u8> = pending.drain(..length).collect();
+            if !hide && client.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The length of the first complete frame in `buffer`, and its subject if it delivers a
+/// message (`MSG subject sid [reply] size` or `HMSG subject sid [reply] header-size size`,
+/// then the payload and CRLF); `None` until a whole frame has arrived.
+fn next_frame(buffer: &[u8]) -> Option<(usize, Option<String>)> {
+    let line_end = buffer.windows(2).position(|pair| pair == b"\r\n")?;
+    let line = std::str::from_utf8(&buffer[..line_end]).ok()?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.first() {
+        Some(&"MSG") | Some(&"HMSG") => {
+            let size: usize = words.last()?.parse().ok()?;
+            let length = line_end + 2 + size + 2;
+            (buffer.len() >= length).then(|| (length, Some(words[1].to_owned())))
+        }
+        _ => Some((line_end + 2, None)),
     }
 }
 
