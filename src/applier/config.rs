@@ -49,6 +49,12 @@ pub struct ApplierConfig {
     /// cut off mid-batch cannot hold its learners until TCP notices.
     #[arg(long, env = "APPLIER_IDLE_IN_TRANSACTION_MS", default_value_t = 30_000)]
     pub idle_in_transaction_ms: u64,
+
+    /// An applied command whose event JetStream has not confirmed this long after it was
+    /// applied is announced again by a sweep (its applier died before publishing, and its
+    /// message was lost); a redelivery normally does it first, within the ack wait.
+    #[arg(long, env = "APPLIER_ANNOUNCE_AFTER_SECS", default_value_t = 60)]
+    pub announce_after_secs: u64,
 }
 
 impl Default for ApplierConfig {
@@ -64,6 +70,7 @@ impl Default for ApplierConfig {
             statement_timeout_ms: 30_000,
             lock_timeout_ms: 10_000,
             idle_in_transaction_ms: 30_000,
+            announce_after_secs: 60,
         }
     }
 }

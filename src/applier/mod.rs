@@ -10,6 +10,7 @@
 //! ([`retry`]); permanent ones (undecodable, unknown type, foreign unit, wrong subject, a
 //! command the database refuses) dead-letter only the command at fault.
 
+mod announce;
 pub mod batch;
 mod config;
 mod dlq;
@@ -81,6 +82,7 @@ pub async fn run(
         .map_err(|e| setup(&e))?;
     tracing::info!(durable = %config.durable, stream = %nats.commands_stream, batch_size = config.batch_size, "applier consuming");
 
+    let (marks, recording) = announce::Marks::start(pool.clone());
     let applier = Arc::new(Applier {
         js,
         pool,
@@ -88,7 +90,12 @@ pub async fn run(
         config,
         seams,
         track_units: Default::default(),
+        marks,
     });
+    // the sweep stops however this returns, as it would with the process
+    let sweep = shutdown.child_token();
+    let stop_sweep = sweep.clone().drop_guard();
+    let sweeping = tokio::spawn(announce::sweep(applier.clone(), sweep));
     let depth = applier.config.commits_in_flight.max(1);
     let mut pipeline = Pipeline::default();
     'consume: while !shutdown.is_cancelled() {
@@ -152,6 +159,11 @@ pub async fn run(
         }
     }
     pipeline.drain().await;
+    drop(stop_sweep);
+    let _ = sweeping.await;
+    // the last announcements reach the ledger once no batch can send more
+    drop(applier);
+    let _ = recording.await;
     tracing::info!("applier stopped");
     Ok(())
 }

@@ -17,13 +17,17 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use uuid::Uuid;
+
+use super::announce::Marks;
 use super::batch::{self, Outcome};
 use super::lock_turn::LockTurn;
-use super::retry::{Backoff, Transient, causes, defer_delay, is_permanent_db};
+use super::retry::{Backoff, Transient, defer_delay, is_permanent_db};
 use super::track_units::TrackUnits;
 use super::{ApplierConfig, ApplierError, Seams, dlq};
 use crate::messaging::{self, NatsConfig, header_str};
 use crate::model::{ProgressCommand, ProgressEvent, decode_command};
+use crate::telemetry::causes;
 
 pub(super) struct Applier {
     pub js: jetstream::Context,
@@ -32,6 +36,7 @@ pub(super) struct Applier {
     pub config: ApplierConfig,
     pub seams: Seams,
     pub track_units: TrackUnits,
+    pub marks: Marks,
 }
 
 type CommitTask = JoinHandle<Result<Option<Committed>, ApplierError>>;
@@ -110,6 +115,8 @@ type Decoded = Result<ProgressCommand, (&'static str, String)>;
 pub(super) struct Committed {
     batch: Vec<Message>,
     sends: Vec<Send>,
+    /// The commands whose events `sends` announces: recorded as announced once published.
+    announces: Vec<Uuid>,
     /// Per message: `None` to ack, or how long JetStream should hold it back before
     /// redelivering (a command deferred behind a missing predecessor).
     hold: Vec<Option<Duration>>,
@@ -166,9 +173,17 @@ impl Applier {
         }
         let commit_ms = started.elapsed().as_secs_f64() * 1e3;
         let (sends, hold) = self.settle(&batch, decoded, outcomes);
+        let announces = sends
+            .iter()
+            .filter_map(|send| match send {
+                Send::Event { event, .. } => Some(event.event_id),
+                Send::DeadLetter { .. } => None,
+            })
+            .collect();
         Ok(Some(Committed {
             batch,
             sends,
+            announces,
             hold,
             started,
             commit_ms,
@@ -288,7 +303,13 @@ impl Applier {
         let mut backoff = Backoff::new(self.config.max_backoff_ms);
         let published_at = loop {
             match self.publish(&mut committed).await {
-                Ok(()) => break Instant::now(),
+                Ok(()) => {
+                    // including events JetStream refused for good: their commands are
+                    // dead-lettered, and announcing them again cannot help
+                    self.marks
+                        .announced(std::mem::take(&mut committed.announces));
+                    break Instant::now();
+                }
                 Err(e) => {
                     if !backoff.wait(&e, &committed.batch, shutdown).await {
                         return;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use sqlx::{Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::batch::Key;
@@ -322,4 +322,40 @@ pub(super) async fn histories(
             .push((command, outcome, applied_at));
     }
     Ok(histories)
+}
+
+/// Records that the events of the commands `ids` are stored in the events stream.
+pub(super) async fn mark_announced(pool: &PgPool, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update progress_ledger set announced = true where command_id = any($1) and not announced",
+    )
+    .bind(ids)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Up to `limit` applied commands whose event nobody confirmed within `grace` of being
+/// applied, oldest first.
+pub(super) async fn unannounced(
+    pool: &PgPool,
+    grace: Duration,
+    limit: i64,
+) -> Result<Vec<ProgressCommand>, sqlx::Error> {
+    let rows: Vec<(Json<serde_json::Value>,)> = sqlx::query_as(
+        "select payload from progress_ledger
+         where outcome = 'applied' and not announced
+           and applied_at < now() - make_interval(secs => $1)
+         order by applied_at
+         limit $2",
+    )
+    .bind(grace.as_secs_f64())
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(payload,)| {
+            serde_json::from_value(payload.0).map_err(|e| sqlx::Error::Decode(e.into()))
+        })
+        .collect()
 }

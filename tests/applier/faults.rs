@@ -533,3 +533,65 @@ async fn attempts_beyond_the_bound_are_rejected(pool: PgPool) {
     stop(applier).await;
     common::delete_streams(&js, &nats).await;
 }
+
+/// An applier dies between its commit and its event's publish, and the broker then loses the
+/// unacknowledged command, so nothing is redelivered: the sweep announces the change from the
+/// ledger, once, at the version it made.
+#[sqlx::test]
+async fn a_change_whose_command_the_broker_lost_after_a_crash_is_still_announced(pool: PgPool) {
+    let (nats, js) = isolated_nats().await;
+    let track = create_track(&pool, "Unannounced", 2).await.unwrap();
+    let user = Uuid::new_v4();
+    let started = command(
+        user,
+        track.id,
+        1,
+        Action::TrackStarted {
+            current_unit_id: Some(track.units[0].id),
+        },
+    );
+    publish(&js, &nats, &started).await;
+    let config = ApplierConfig {
+        announce_after_secs: 0,
+        ..ApplierConfig::default()
+    };
+    let seams = Seams::default();
+    seams.halt_after_commit.store(true, Ordering::SeqCst);
+    let (_, crashed) = start_applier(&js, &pool, &nats, config.clone(), seams);
+    assert!(matches!(crashed.await.unwrap(), Err(ApplierError::Halted)));
+    eventually(WAIT, "the row committed", || {
+        row_at_version(&pool, user, track.id, 1)
+    })
+    .await;
+    // the broker loses the command before anyone acknowledged it
+    js.get_stream(&nats.commands_stream)
+        .await
+        .unwrap()
+        .purge()
+        .await
+        .unwrap();
+    assert_eq!(stream_len(&js, &nats.events_stream).await, 0);
+
+    let applier = start_applier(&js, &pool, &nats, config, Seams::default());
+    let events = read_stream(&js, &nats.events_stream, 1, WAIT).await;
+    let event: ProgressEvent = serde_json::from_slice(&events[0].payload).unwrap();
+    assert_eq!(event.event_id, started.command_id);
+    assert_eq!(event.version, 1);
+    eventually(WAIT, "the announcement recorded", || async {
+        let announced: bool =
+            sqlx::query_scalar("select announced from progress_ledger where command_id = $1")
+                .bind(started.command_id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        announced.then_some(())
+    })
+    .await;
+    stop(applier).await;
+    assert_eq!(
+        common::ever_stored(&js, &nats.events_stream).await,
+        1,
+        "announced once"
+    );
+    common::delete_streams(&js, &nats).await;
+}
