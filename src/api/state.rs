@@ -1,4 +1,5 @@
-//! What every handler shares: pool, cache, verifier, metrics, NATS client and configuration.
+//! What every handler shares: pool, cache, verifier, metrics, NATS client, stream tickets and
+//! configuration.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,6 +7,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use super::ticket::Tickets;
 use super::{ApiConfig, Metrics, PgSource, ProgressCache, feed};
 use crate::auth::Verifier;
 use crate::messaging::NatsConfig;
@@ -22,6 +24,7 @@ struct Inner {
     verifier: Verifier,
     metrics: Metrics,
     nats: async_nats::Client,
+    tickets: Tickets,
     config: ApiConfig,
     shutdown: CancellationToken,
 }
@@ -71,6 +74,10 @@ impl ApiState {
                 verifier,
                 metrics,
                 nats: client,
+                tickets: Tickets::new(
+                    config.stream_ticket_secret.as_ref(),
+                    config.stream_ticket_lifetime,
+                ),
                 config,
                 shutdown,
             }),
@@ -95,6 +102,10 @@ impl ApiState {
 
     pub fn nats(&self) -> &async_nats::Client {
         &self.inner.nats
+    }
+
+    pub fn tickets(&self) -> &Tickets {
+        &self.inner.tickets
     }
 
     pub fn config(&self) -> &ApiConfig {
