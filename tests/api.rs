@@ -100,9 +100,13 @@ fn api_config() -> ApiConfig {
 }
 
 async fn spawn_api(pool: &PgPool, nats: &NatsConfig) -> TestApi {
+    spawn_api_with(pool, nats, api_config()).await
+}
+
+async fn spawn_api_with(pool: &PgPool, nats: &NatsConfig, config: ApiConfig) -> TestApi {
     let verifier = Verifier::from_config(&auth_config()).await.unwrap();
     let shutdown = CancellationToken::new();
-    let state = ApiState::start(pool.clone(), nats, verifier, api_config(), shutdown.clone())
+    let state = ApiState::start(pool.clone(), nats, verifier, config, shutdown.clone())
         .await
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -686,6 +690,243 @@ async fn the_event_stream_sends_the_snapshot_then_each_update(pool: PgPool) {
     common::delete_streams(&js, &nats).await;
 }
 
+/// `POST …/stream-ticket` for `user`'s progress on `track`.
+async fn mint_ticket(api: &TestApi, user: Uuid, track: Uuid, token: &str) -> reqwest::Response {
+    api.http
+        .post(format!(
+            "{}{}/stream-ticket",
+            api.base,
+            progress_path(user, track)
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("API reachable")
+}
+
+async fn ticket_of(response: reqwest::Response) -> String {
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    body["ticket"].as_str().unwrap().to_owned()
+}
+
+/// Opens `user`'s stream of `track` with `ticket` and no `Authorization` header.
+async fn stream_with_ticket(
+    api: &TestApi,
+    user: Uuid,
+    track: Uuid,
+    ticket: &str,
+) -> reqwest::Response {
+    let path = format!("{}/stream?ticket={ticket}", progress_path(user, track));
+    api.get(&path, None).await
+}
+
+/// The JSON error of a refused request, after checking its status.
+async fn refusal(response: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    response.json().await.unwrap()
+}
+
+#[sqlx::test]
+async fn a_stream_ticket_opens_its_own_stream_once(pool: PgPool) {
+    let (nats, js) = common::isolated_nats().await;
+    let api = spawn_api(&pool, &nats).await;
+    let (track, user, _) = started(&pool).await;
+    let other_track = create_track(&pool, "Other", 2).await.unwrap();
+    let token = token_for(user);
+
+    let minted = mint_ticket(&api, user, track.id, &token_for(Uuid::new_v4())).await;
+    assert_eq!(
+        minted.status(),
+        StatusCode::FORBIDDEN,
+        "another learner's stream"
+    );
+    let minted = mint_ticket(&api, user, track.id, &token).await;
+    assert_eq!(minted.status(), StatusCode::OK);
+    let body: Value = minted.json().await.unwrap();
+    assert_eq!(body["expires_in"], 30);
+    let ticket = body["ticket"].as_str().unwrap().to_owned();
+
+    let response = stream_with_ticket(&api, user, track.id, &ticket).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    assert_eq!(next_event(&mut body, &mut buffer).await["version"], 1);
+    let v2 = complete(&pool, &track, user, 0).await;
+    publish(&js, &nats, &event(&v2, 3)).await;
+    assert_eq!(next_event(&mut body, &mut buffer).await["version"], 2);
+
+    let reused = stream_with_ticket(&api, user, track.id, &ticket).await;
+    let error = refusal(reused, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(error["error"], "unauthorized");
+    assert_eq!(error["message"], "the stream ticket has been used");
+
+    let for_track = ticket_of(mint_ticket(&api, user, track.id, &token).await).await;
+    let elsewhere = stream_with_ticket(&api, user, other_track.id, &for_track).await;
+    let error = refusal(elsewhere, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(error["message"], "the stream ticket is for another stream");
+    let other_user = stream_with_ticket(&api, Uuid::new_v4(), track.id, &for_track).await;
+    refusal(other_user, StatusCode::UNAUTHORIZED).await;
+
+    for forged in ["", "x", &format!("{for_track}A"), &token] {
+        let response = stream_with_ticket(&api, user, track.id, forged).await;
+        let error = refusal(response, StatusCode::UNAUTHORIZED).await;
+        assert_eq!(
+            error["message"], "the stream ticket is not valid",
+            "{forged:?}"
+        );
+    }
+    // refused tickets were not consumed: the one for this track still opens it
+    let response = stream_with_ticket(&api, user, track.id, &for_track).await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let metrics = api.get("/metrics", None).await.text().await.unwrap();
+    assert!(!metrics.contains(&ticket) && !metrics.contains(&for_track));
+    assert!(metrics.contains(
+        r#"route="/api/v1/users/{user_id}/tracks/{track_id}/progress/stream",status="401"}"#
+    ));
+    common::delete_streams(&js, &nats).await;
+}
+
+#[sqlx::test]
+async fn an_expired_stream_ticket_is_refused(pool: PgPool) {
+    let (nats, js) = common::isolated_nats().await;
+    let config = ApiConfig {
+        stream_ticket_lifetime: Duration::ZERO,
+        ..api_config()
+    };
+    let api = spawn_api_with(&pool, &nats, config).await;
+    let (track, user, _) = started(&pool).await;
+
+    let ticket = ticket_of(mint_ticket(&api, user, track.id, &token_for(user)).await).await;
+    let response = stream_with_ticket(&api, user, track.id, &ticket).await;
+    let error = refusal(response, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(error["message"], "the stream ticket has expired");
+    common::delete_streams(&js, &nats).await;
+}
+
+#[sqlx::test]
+async fn the_stream_needs_a_token_or_a_ticket(pool: PgPool) {
+    let (nats, js) = common::isolated_nats().await;
+    let api = spawn_api(&pool, &nats).await;
+    let (track, user, _) = started(&pool).await;
+    let stream_path = format!("{}/stream", progress_path(user, track.id));
+
+    let error = refusal(api.get(&stream_path, None).await, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(error["error"], "unauthorized");
+    let minted = mint_ticket(&api, user, track.id, "not-a-token").await;
+    refusal(minted, StatusCode::UNAUTHORIZED).await;
+    let bad_path = api
+        .http
+        .post(format!(
+            "{}/api/v1/users/nope/tracks/{}/progress/stream-ticket",
+            api.base, track.id
+        ))
+        .bearer_auth(token_for(user))
+        .send()
+        .await
+        .unwrap();
+    refusal(bad_path, StatusCode::BAD_REQUEST).await;
+    common::delete_streams(&js, &nats).await;
+}
+
+/// An `OPTIONS` preflight from `origin` for a `GET` with an `Authorization` header.
+async fn preflight(api: &TestApi, path: &str, origin: &str) -> reqwest::Response {
+    api.http
+        .request(reqwest::Method::OPTIONS, format!("{}{path}", api.base))
+        .header("origin", origin)
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .expect("API reachable")
+}
+
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).map(|v| v.to_str().unwrap())
+}
+
+#[sqlx::test]
+async fn browsers_on_a_listed_origin_may_call_and_others_get_no_cors_headers(pool: PgPool) {
+    const ALLOWED: &str = "http://127.0.0.1:5173";
+    const OTHER: &str = "http://127.0.0.1:5174";
+    let (nats, js) = common::isolated_nats().await;
+    let config = ApiConfig {
+        cors_origins: vec![reqwest::header::HeaderValue::from_static(ALLOWED)],
+        ..api_config()
+    };
+    let api = spawn_api_with(&pool, &nats, config).await;
+    let (track, user, _) = started(&pool).await;
+    let path = progress_path(user, track.id);
+
+    let allowed = preflight(&api, &path, ALLOWED).await;
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(
+        header(&allowed, "access-control-allow-origin"),
+        Some(ALLOWED)
+    );
+    let methods = header(&allowed, "access-control-allow-methods").unwrap();
+    assert!(
+        methods.contains("GET") && methods.contains("POST"),
+        "{methods}"
+    );
+    let headers = header(&allowed, "access-control-allow-headers").unwrap();
+    assert!(
+        headers.contains("authorization") && headers.contains("content-type"),
+        "{headers}"
+    );
+    assert_eq!(header(&allowed, "access-control-allow-credentials"), None);
+
+    let other = preflight(&api, &path, OTHER).await;
+    assert_eq!(header(&other, "access-control-allow-origin"), None);
+
+    let read = |origin: &'static str| {
+        api.http
+            .get(format!("{}{path}", api.base))
+            .header("origin", origin)
+            .bearer_auth(token_for(user))
+            .send()
+    };
+    let response = read(ALLOWED).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        header(&response, "access-control-allow-origin"),
+        Some(ALLOWED)
+    );
+    let exposed = header(&response, "access-control-expose-headers").unwrap();
+    assert!(exposed.contains("etag"), "{exposed}");
+    let response = read(OTHER).await.unwrap();
+    assert_eq!(header(&response, "access-control-allow-origin"), None);
+
+    // a refusal is readable too, so a page can tell a stale token from a network failure
+    let refused = api
+        .http
+        .get(format!("{}{path}", api.base))
+        .header("origin", ALLOWED)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        header(&refused, "access-control-allow-origin"),
+        Some(ALLOWED)
+    );
+    common::delete_streams(&js, &nats).await;
+}
+
+#[sqlx::test]
+async fn without_listed_origins_no_cors_headers_are_sent(pool: PgPool) {
+    let (nats, js) = common::isolated_nats().await;
+    let api = spawn_api(&pool, &nats).await;
+    let (track, user, _) = started(&pool).await;
+    let path = progress_path(user, track.id);
+    for origin in ["http://127.0.0.1:5173", "http://localhost:8000"] {
+        let response = preflight(&api, &path, origin).await;
+        assert_eq!(header(&response, "access-control-allow-origin"), None);
+    }
+    common::delete_streams(&js, &nats).await;
+}
+
 #[sqlx::test]
 async fn health_metrics_and_the_openapi_document_are_served(pool: PgPool) {
     let (nats, js) = common::isolated_nats().await;
@@ -725,6 +966,7 @@ async fn health_metrics_and_the_openapi_document_are_served(pool: PgPool) {
     for route in [
         "/api/v1/users/{user_id}/tracks/{track_id}/progress",
         "/api/v1/users/{user_id}/tracks/{track_id}/progress/stream",
+        "/api/v1/users/{user_id}/tracks/{track_id}/progress/stream-ticket",
         "/api/v1/users/{user_id}/progress",
         "/healthz",
         "/readyz",
@@ -734,7 +976,7 @@ async fn health_metrics_and_the_openapi_document_are_served(pool: PgPool) {
     ] {
         assert!(paths.contains_key(route), "{route} is not documented");
     }
-    assert_eq!(paths.len(), 8, "every documented path is served");
+    assert_eq!(paths.len(), 9, "every documented path is served");
     common::delete_streams(&js, &nats).await;
 }
 

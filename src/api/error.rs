@@ -7,6 +7,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::ticket::TicketError;
 use crate::auth::AuthError;
 
 #[derive(thiserror::Error)]
@@ -15,6 +16,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error(transparent)]
     Unauthorized(#[from] AuthError),
+    #[error(transparent)]
+    Ticket(#[from] TicketError),
     #[error("this progress belongs to another user")]
     Forbidden,
     #[error("no progress found")]
@@ -34,6 +37,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Ticket(TicketError::Busy) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Ticket(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound | ApiError::NoRoute => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

@@ -7,6 +7,8 @@
 //! | `API_CACHE_TTL_SECS` | 300 | safety net: a snapshot is reloaded at least this often |
 //! | `API_MIN_VERSION_WAIT_MS` | 2000 | longest wait for `?min_version=` before answering behind |
 //! | `API_REQUEST_TIMEOUT_SECS` | 10 | longest time to produce a response |
+//! | `API_CORS_ORIGINS` | none (loopback in development mode) | origins browsers may call from, comma-separated |
+//! | `API_STREAM_TICKET_SECRET` | a random key per process | signs stream tickets; set alike on every replica |
 //!
 //! plus the database, NATS ([`crate::messaging::NatsConfig`]) and auth ([`crate::auth`]) settings.
 //!
@@ -14,9 +16,11 @@
 //! - [`me`]: the caller, as its token identifies it.
 //! - [`ops`]: health, readiness, metrics and the OpenAPI document.
 //! - [`cache`]: the snapshot cache; [`feed`]: the events that keep it fresh.
+//! - [`cors`]: which browser origins may call; [`ticket`]: how a browser opens a live stream.
 
 mod auth;
 pub mod cache;
+mod cors;
 mod error;
 pub mod feed;
 mod me;
@@ -24,11 +28,13 @@ pub mod metrics;
 mod ops;
 mod progress;
 mod state;
+mod ticket;
 
 pub use cache::{CacheConfig, PgSource, ProgressCache, Snapshot, SnapshotSource};
 pub use error::ApiError;
 pub use metrics::Metrics;
 pub use state::{ApiState, StartError};
+pub use ticket::{TICKET_LIFETIME, TicketError, TicketSecret, Tickets};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -36,7 +42,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
@@ -68,6 +74,29 @@ pub struct ApiConfig {
     /// keep it above the `min_version` wait.
     #[arg(long, env = "API_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
     pub request_timeout_secs: u64,
+
+    /// Origins browsers may call the API from, exactly as they send them
+    /// (`http://127.0.0.1:5173,https://app.example.com`). None by default: no CORS headers.
+    #[arg(
+        long,
+        env = "API_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_parser = cors::parse_origin
+    )]
+    pub cors_origins: Vec<HeaderValue>,
+
+    /// Allow every loopback origin when none is listed; set by development mode.
+    #[arg(skip)]
+    pub cors_loopback: bool,
+
+    /// Signs stream tickets (at least 32 characters). Set it alike on every replica so a ticket
+    /// minted by one opens a stream on any; without it, only on the replica that minted it.
+    #[arg(long, env = "API_STREAM_TICKET_SECRET", hide_env_values = true)]
+    pub stream_ticket_secret: Option<TicketSecret>,
+
+    /// How long a stream ticket opens its stream.
+    #[arg(skip = TICKET_LIFETIME)]
+    pub stream_ticket_lifetime: Duration,
 }
 
 impl Default for ApiConfig {
@@ -78,6 +107,10 @@ impl Default for ApiConfig {
             cache_ttl_secs: 300,
             min_version_wait_ms: 2000,
             request_timeout_secs: 10,
+            cors_origins: Vec::new(),
+            cors_loopback: false,
+            stream_ticket_secret: None,
+            stream_ticket_lifetime: TICKET_LIFETIME,
         }
     }
 }
@@ -99,9 +132,9 @@ impl ApiConfig {
     }
 }
 
-/// Every route, with tracing, metrics and the request timeout.
+/// Every route, with tracing, metrics, CORS (when configured) and the request timeout.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .merge(progress::router())
         .merge(me::router())
         .merge(ops::router())
@@ -109,7 +142,13 @@ pub fn router(state: ApiState) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             state.config().request_timeout(),
-        ))
+        ));
+    // outside the timeout, so a browser can read a timed-out answer too
+    let routes = match cors::layer(state.config()) {
+        Some(cors) => routes.layer(cors),
+        None => routes,
+    };
+    routes
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track_request,
@@ -121,6 +160,7 @@ pub fn router(state: ApiState) -> Router {
                     .extensions()
                     .get::<MatchedPath>()
                     .map_or("unmatched", MatchedPath::as_str);
+                // never the query either: a stream's carries its ticket
                 tracing::info_span!("request", method = %request.method(), route)
             }),
         )
@@ -154,6 +194,10 @@ pub async fn run(
     let listener = TcpListener::bind(api.listen)
         .await
         .with_context(|| format!("binding {}", api.listen))?;
+    let api = ApiConfig {
+        cors_loopback: auth.dev && api.cors_origins.is_empty(),
+        ..api
+    };
     let state = ApiState::start(pool, nats, verifier, api, shutdown.clone())
         .await
         .context("starting the event feed")?;

@@ -1,17 +1,18 @@
-//! `/api/v1/users/{user_id}/…`: one snapshot, every track of a learner, and a live stream.
+//! `/api/v1/users/{user_id}/…`: one snapshot, every track of a learner, and a live stream,
+//! opened with a bearer token or a stream ticket ([`super::ticket`]) minted with one.
 
 use std::convert::Infallible;
 
-use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use bytes::Bytes;
 use futures::Stream;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -34,6 +35,10 @@ pub fn router() -> Router<ApiState> {
         .route(
             "/api/v1/users/{user_id}/tracks/{track_id}/progress/stream",
             get(stream),
+        )
+        .route(
+            "/api/v1/users/{user_id}/tracks/{track_id}/progress/stream-ticket",
+            post(stream_ticket),
         )
 }
 
@@ -137,13 +142,45 @@ async fn list(
     Ok(json_body(Bytes::from(body)))
 }
 
-async fn stream(
+#[derive(Deserialize)]
+struct StreamOptions {
+    /// A stream ticket, for clients that cannot send an `Authorization` header.
+    ticket: Option<String>,
+}
+
+#[derive(Serialize)]
+struct StreamTicket {
+    ticket: String,
+    /// Seconds the ticket stays valid.
+    expires_in: u64,
+}
+
+async fn stream_ticket(
     State(state): State<ApiState>,
     principal: Principal,
     path: Result<Path<(Uuid, Uuid)>, PathRejection>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Json<StreamTicket>, ApiError> {
     let Path((user_id, track_id)) = path?;
     authorize(&principal, user_id)?;
+    let tickets = state.tickets();
+    Ok(Json(StreamTicket {
+        ticket: tickets.mint(user_id, track_id),
+        expires_in: tickets.lifetime().as_secs(),
+    }))
+}
+
+async fn stream(
+    State(state): State<ApiState>,
+    principal: Result<Principal, ApiError>,
+    path: Result<Path<(Uuid, Uuid)>, PathRejection>,
+    query: Result<Query<StreamOptions>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let Path((user_id, track_id)) = path?;
+    let Query(options) = query?;
+    match options.ticket {
+        Some(ticket) => state.tickets().redeem(&ticket, user_id, track_id)?,
+        None => authorize(&principal?, user_id)?,
+    }
     let key = (user_id, track_id);
     // subscribe before reading, so a change between the two is not lost
     let changes = state.cache().changes();

@@ -1,4 +1,5 @@
-//! What every handler shares: pool, cache, verifier, metrics, NATS client and configuration.
+//! What every handler shares: pool, cache, verifier, metrics, NATS client, stream tickets and
+//! configuration.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::feed::{self, FeedState};
+use super::ticket::Tickets;
 use super::{ApiConfig, Metrics, PgSource, ProgressCache};
 use crate::auth::Verifier;
 use crate::messaging::NatsConfig;
@@ -27,6 +29,7 @@ struct Inner {
     metrics: Metrics,
     nats: async_nats::Client,
     feed: FeedState,
+    tickets: Tickets,
     config: ApiConfig,
     shutdown: CancellationToken,
 }
@@ -85,6 +88,10 @@ impl ApiState {
                 metrics,
                 nats: client,
                 feed: feed_state,
+                tickets: Tickets::new(
+                    config.stream_ticket_secret.as_ref(),
+                    config.stream_ticket_lifetime,
+                ),
                 config,
                 shutdown,
             }),
@@ -114,6 +121,10 @@ impl ApiState {
     /// Whether the cache follows the events stream right now.
     pub fn feed(&self) -> &FeedState {
         &self.inner.feed
+    }
+
+    pub fn tickets(&self) -> &Tickets {
+        &self.inner.tickets
     }
 
     pub fn config(&self) -> &ApiConfig {
