@@ -311,7 +311,7 @@ mod report {
         format!(
             "{} (fsync {}): {} faults, {:.0} commands/s, {} acknowledged, {} applied, {} lost, \
              {} duplicated, dead letters {:?}, {} unexpected, {} backwards reads, {} late API reads, \
-             drained {:.1} s",
+             {} unannounced at the drain, drained {:.1} s",
             o.scenario.name(),
             o.fsync,
             o.faults.len(),
@@ -324,6 +324,7 @@ mod report {
             o.findings.unexpected.len(),
             o.reads.backwards.len(),
             o.findings.api_late,
+            o.findings.unannounced_at_drain,
             o.drain_seconds
         )
     }

@@ -60,12 +60,15 @@ impl Deployment {
         let mut workers = Vec::new();
         let mut apis = Vec::new();
         let mut api_urls = Vec::new();
+        // a change left unannounced by a crash is swept up after 10 s rather than 60
+        let mut applier_env = env.clone();
+        applier_env.push(("APPLIER_ANNOUNCE_AFTER_SECS".to_owned(), "10".to_owned()));
         for i in 0..2 {
             appliers.push(Proc::start(
                 format!("applier-{}", i + 1),
                 &self.binary,
                 &role("consumer"),
-                &env,
+                &applier_env,
                 logs,
             )?);
             workers.push(Proc::start(
@@ -82,9 +85,6 @@ impl Deployment {
                 ("NATS_URL".to_owned(), self.api_nats_urls[i].clone()),
                 ("API_ADDR".to_owned(), format!("127.0.0.1:{port}")),
                 ("SUPABASE_JWT_SECRET".to_owned(), JWT_SECRET.to_owned()),
-                // the cache's safety net behind the events, short enough for the checker to
-                // wait it out (RELIABILITY.md, finding 7)
-                ("API_CACHE_TTL_SECS".to_owned(), "20".to_owned()),
             ]);
             apis.push(Proc::start(
                 format!("api-{}", i + 1),
