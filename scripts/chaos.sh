@@ -14,7 +14,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 MODE="${MODE:-quick}"
 case "$MODE" in
-  quick) profile=debug; build=(cargo build --workspace --bins) ;;
+  # --tests: the same features as the test build, so after `make test` nothing is rebuilt
+  quick) profile=debug; build=(cargo build --workspace --bins --tests) ;;
   full)  profile=release; build=(cargo build --release --workspace --bins) ;;
   *) echo "chaos: MODE must be quick or full, not '$MODE'" >&2; exit 2 ;;
 esac
