@@ -32,9 +32,9 @@ run: stack ## Migrate the database, then run the service (release build)
 
 test: stack ## Run the tests against the local stack (nextest if installed); TEST_ARGS=...
 	@if cargo nextest --version >/dev/null 2>&1; then \
-	  set -x; $(WITH_ENV) cargo nextest run --no-fail-fast $(TEST_ARGS); \
+	  set -x; $(WITH_ENV) cargo nextest run --workspace --no-fail-fast $(TEST_ARGS); \
 	else \
-	  set -x; $(WITH_ENV) cargo test --no-fail-fast $(TEST_ARGS); \
+	  set -x; $(WITH_ENV) cargo test --workspace --no-fail-fast $(TEST_ARGS); \
 	fi
 
 lint: ## cargo fmt --check and clippy with warnings as errors

@@ -119,7 +119,8 @@ enum Command {
         #[command(flatten)]
         auth: AuthConfig,
     },
-    /// Mint a development access token with the configured secret and print it.
+    /// Mint a development access token (signed with the public development secret, which
+    /// only a service in development mode accepts) and print it.
     Token {
         /// The user (`sub`) the token is for.
         #[arg(long)]
@@ -223,7 +224,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             ttl,
             auth,
         } => {
-            println!("{}", auth::mint_dev_token(&auth, user, admin, ttl)?);
+            println!("{}", auth::mint_development_token(&auth, user, admin, ttl)?);
             Ok(())
         }
         Command::Bench(config) => bench::run(config).await,

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use learning_progress::auth::{AuthConfig, Principal, Verifier, mint_dev_token, parse_ttl};
+use learning_progress::auth::{
+    AuthConfig, Principal, TokenError, Verifier, mint_dev_token, mint_development_token, parse_ttl,
+};
 use uuid::Uuid;
 
 /// Found by fuzzing (`fuzz/`, target `token_verify`): the count times the unit overflowed,
@@ -28,5 +30,65 @@ async fn a_token_minted_with_the_longest_ttl_still_verifies() {
             user_id: user,
             admin: false
         }
+    );
+}
+
+#[tokio::test]
+async fn the_token_command_mints_development_tokens_only() {
+    let user = Uuid::from_u128(8);
+    let hour = Duration::from_secs(3600);
+    let real = AuthConfig::with_secret("a-real-project-secret-a-real-project-secret");
+    assert!(matches!(
+        mint_development_token(&real, user, true, hour),
+        Err(TokenError::RealKeyConfigured)
+    ));
+    let with_jwks = AuthConfig {
+        jwt_secret: None,
+        jwks: Some("https://project.supabase.co/auth/v1/.well-known/jwks.json".to_owned()),
+        ..real.clone()
+    };
+    assert!(matches!(
+        mint_development_token(&with_jwks, user, true, hour),
+        Err(TokenError::RealKeyConfigured)
+    ));
+
+    let unset = AuthConfig {
+        jwt_secret: None,
+        ..real.clone()
+    };
+    let token = mint_development_token(&unset, user, false, hour).unwrap();
+    let development = Verifier::development().await;
+    assert_eq!(development.verify(&token).await.unwrap().user_id, user);
+    let production = Verifier::from_config(&real).await.unwrap();
+    assert!(production.verify(&token).await.is_err());
+}
+
+#[tokio::test]
+async fn development_mode_is_off_while_a_real_key_is_configured() {
+    let path = std::env::temp_dir().join(format!("jwks-{}.json", Uuid::new_v4()));
+    std::fs::write(&path, r#"{"keys": []}"#).unwrap();
+    let with_jwks = AuthConfig {
+        jwt_secret: None,
+        jwks: Some(path.to_string_lossy().into_owned()),
+        dev: true,
+        ..AuthConfig::with_secret("unused")
+    };
+    assert!(!with_jwks.development_mode());
+    let verifier = Verifier::from_config(&with_jwks).await.unwrap();
+    let development = AuthConfig {
+        jwks: None,
+        ..with_jwks.clone()
+    };
+    assert!(development.development_mode());
+    let token = mint_dev_token(
+        &development,
+        Uuid::from_u128(9),
+        true,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(
+        verifier.verify(&token).await.is_err(),
+        "a development token is refused beside a real key"
     );
 }

@@ -187,6 +187,15 @@ pub async fn run(
     auth: &AuthConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // tokens anyone can sign must never be accepted from another machine
+    if auth.development_mode() && !api.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "development mode (LEARNING_PROGRESS_DEV / --dev, no SUPABASE_JWT_SECRET or \
+             SUPABASE_JWKS) serves only on a loopback address, not {}: set API_ADDR to \
+             127.0.0.1:PORT, or configure a real key",
+            api.listen
+        );
+    }
     let verifier = Verifier::from_config(auth)
         .await
         .context("configuring token verification")?;
@@ -195,7 +204,7 @@ pub async fn run(
         .await
         .with_context(|| format!("binding {}", api.listen))?;
     let api = ApiConfig {
-        cors_loopback: auth.dev && api.cors_origins.is_empty(),
+        cors_loopback: auth.development_mode() && api.cors_origins.is_empty(),
         ..api
     };
     let state = ApiState::start(pool, nats, verifier, api, shutdown.clone())

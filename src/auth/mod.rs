@@ -17,7 +17,7 @@ mod token;
 mod verifier;
 
 pub use jwks::{Jwks, JwksError};
-pub use token::{TokenError, mint_dev_token, parse_ttl};
+pub use token::{TokenError, mint_dev_token, mint_development_token, parse_ttl};
 pub use verifier::{AuthError, Principal, Verifier, VerifierError};
 
 use std::time::Duration;
@@ -40,6 +40,11 @@ pub struct AuthConfig {
     /// cannot make the service hammer the key endpoint.
     #[arg(long, env = "JWKS_REFETCH_INTERVAL_SECS", default_value_t = 60)]
     pub jwks_refetch_interval_secs: u64,
+
+    /// How often the JWKS is fetched again in any case: a key revoked in Supabase stops being
+    /// trusted within this time plus the 10 minutes Supabase's edge caches the endpoint.
+    #[arg(long, env = "JWKS_REFRESH_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub jwks_refresh_secs: u64,
 
     /// Audience every token must carry.
     #[arg(long, env = "JWT_AUDIENCE", default_value = "authenticated")]
@@ -69,6 +74,7 @@ impl AuthConfig {
             jwt_secret: Some(secret.into()),
             jwks: None,
             jwks_refetch_interval_secs: 60,
+            jwks_refresh_secs: 600,
             jwt_audience: "authenticated".to_owned(),
             jwt_issuer: None,
             admin_claim: None,
@@ -78,15 +84,25 @@ impl AuthConfig {
 
     /// The HS256 secret: the configured one, or the development secret in development mode.
     pub fn hmac_secret(&self) -> Option<&str> {
-        match (&self.jwt_secret, self.dev) {
-            (Some(secret), _) => Some(secret),
-            (None, true) => Some(DEV_JWT_SECRET),
-            (None, false) => None,
+        match &self.jwt_secret {
+            Some(secret) => Some(secret),
+            None if self.development_mode() => Some(DEV_JWT_SECRET),
+            None => None,
         }
+    }
+
+    /// Development mode takes effect only while no real key (secret or JWKS) is configured:
+    /// a deployment that has one never also accepts tokens anyone can sign.
+    pub fn development_mode(&self) -> bool {
+        self.dev && self.jwt_secret.is_none() && self.jwks.is_none()
     }
 
     pub fn jwks_refetch_interval(&self) -> Duration {
         Duration::from_secs(self.jwks_refetch_interval_secs)
+    }
+
+    pub fn jwks_refresh(&self) -> Duration {
+        Duration::from_secs(self.jwks_refresh_secs.max(1))
     }
 }
 
@@ -99,6 +115,7 @@ impl std::fmt::Debug for AuthConfig {
                 "jwks_refetch_interval_secs",
                 &self.jwks_refetch_interval_secs,
             )
+            .field("jwks_refresh_secs", &self.jwks_refresh_secs)
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("admin_claim", &self.admin_claim)

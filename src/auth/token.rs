@@ -1,4 +1,5 @@
-//! Development tokens, so a person can call the API with curl.
+//! Development tokens, so a person can call the API with curl, and harnesses can sign tokens
+//! with the secret they configured the service with.
 
 use std::time::Duration;
 
@@ -12,6 +13,12 @@ use super::AuthConfig;
 pub enum TokenError {
     #[error("no JWT secret to sign with: set SUPABASE_JWT_SECRET, or pass --dev")]
     NoSecret,
+    #[error(
+        "the token command mints development tokens only, which a service with a real key \
+         (SUPABASE_JWT_SECRET or SUPABASE_JWKS) refuses: unset them, or sign in through \
+         Supabase for a real token"
+    )]
+    RealKeyConfigured,
     #[error("signing the token")]
     Sign(#[source] jsonwebtoken::errors::Error),
 }
@@ -43,6 +50,25 @@ pub fn mint_dev_token(
         &EncodingKey::from_secret(secret.as_bytes()),
     )
     .map_err(TokenError::Sign)
+}
+
+/// The `token` command: a token signed with the public development secret, which only a
+/// service in development mode accepts; refused while a real key is configured, so the
+/// command can never forge a token a deployment would accept.
+pub fn mint_development_token(
+    config: &AuthConfig,
+    user: Uuid,
+    admin: bool,
+    ttl: Duration,
+) -> Result<String, TokenError> {
+    if config.jwt_secret.is_some() || config.jwks.is_some() {
+        return Err(TokenError::RealKeyConfigured);
+    }
+    let development = AuthConfig {
+        dev: true,
+        ..config.clone()
+    };
+    mint_dev_token(&development, user, admin, ttl)
 }
 
 /// Parses `90`, `90s`, `15m`, `1h` or `7d`.

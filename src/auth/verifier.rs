@@ -86,7 +86,7 @@ pub struct Verifier {
 
 impl Verifier {
     pub async fn from_config(config: &AuthConfig) -> Result<Verifier, VerifierError> {
-        if config.jwt_secret.is_none() && config.dev {
+        if config.development_mode() {
             tracing::warn!(
                 "development mode: accepting tokens signed with the public development secret"
             );
@@ -95,7 +95,14 @@ impl Verifier {
             .hmac_secret()
             .map(|secret| DecodingKey::from_secret(secret.as_bytes()));
         let jwks = match &config.jwks {
-            Some(location) => Some(Jwks::load(location, config.jwks_refetch_interval()).await?),
+            Some(location) => Some(
+                Jwks::load(
+                    location,
+                    config.jwks_refetch_interval(),
+                    config.jwks_refresh(),
+                )
+                .await?,
+            ),
             None => None,
         };
         if hmac.is_none() && jwks.is_none() {
