@@ -1122,20 +1122,20 @@ async fn an_unknown_kid_refetches_the_key_set_at_most_once_per_interval() {
     );
 }
 
-/// A key endpoint on loopback whose answer the test changes: status, extra headers and body.
+/// What a [`KeyEndpoint`] answers: status, extra headers and body.
+type Answer = (u16, Vec<(&'static str, String)>, Vec<u8>);
+
+/// A key endpoint on loopback whose answer the test changes.
 struct KeyEndpoint {
     url: String,
-    answer: Arc<std::sync::Mutex<(u16, Vec<(&'static str, String)>, Vec<u8>)>>,
+    answer: Arc<std::sync::Mutex<Answer>>,
     _shutdown: tokio_util::sync::DropGuard,
 }
 
 impl KeyEndpoint {
     async fn start(body: Vec<u8>) -> KeyEndpoint {
-        let answer = Arc::new(std::sync::Mutex::new((
-            200u16,
-            Vec::<(&'static str, String)>::new(),
-            body,
-        )));
+        let answer: Arc<std::sync::Mutex<Answer>> =
+            Arc::new(std::sync::Mutex::new((200, Vec::new(), body)));
         let served = answer.clone();
         let app = axum::Router::new().route(
             "/jwks.json",
