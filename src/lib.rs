@@ -16,6 +16,7 @@
 //! - [`bench`]: side-by-side benchmarks (`make bench`), each figure next to its anchor.
 //! - [`simulate`]: drives many learners through real workflows and checks every row.
 //! - [`all`]: worker, applier and API in one process.
+//! - [`ops`]: what operators run — dead letters.
 //! - [`shutdown`]: one Ctrl-C/SIGTERM token fanned out to every component.
 //! - [`telemetry`]: tracing setup.
 
@@ -28,6 +29,7 @@ pub mod config;
 pub mod db;
 pub mod messaging;
 pub mod model;
+pub mod ops;
 pub mod shutdown;
 pub mod simulate;
 pub mod telemetry;

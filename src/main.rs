@@ -11,6 +11,7 @@ use learning_progress::auth::{self, AuthConfig};
 use learning_progress::bench::{self, BenchConfig};
 use learning_progress::config::{DbConfig, LogFormat};
 use learning_progress::messaging::NatsConfig;
+use learning_progress::ops::dlq_command;
 use learning_progress::simulate::{self, SimulateConfig};
 use learning_progress::workflow::{self, TemporalConfig, cli::Attempt, cli::Learner};
 use learning_progress::{db, shutdown, telemetry};
@@ -141,6 +142,58 @@ enum Command {
         #[command(subcommand)]
         command: TracksCommand,
     },
+    /// Dead letters: the commands the applier could never apply, and why.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List dead letters, oldest first, and count them by reason (on stderr).
+    List {
+        #[command(flatten)]
+        select: dlq_command::Select,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        nats: NatsConfig,
+    },
+    /// Show one dead letter: why, where from, its headers and the original bytes.
+    Show {
+        /// Its sequence, as `dlq list` prints it.
+        seq: u64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        nats: NatsConfig,
+    },
+    /// Republish dead letters to the commands stream; the applier decides again, and one that
+    /// fails again becomes a new dead letter.
+    Redrive {
+        #[command(flatten)]
+        select: dlq_command::Select,
+        /// Print what would be redriven, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        nats: NatsConfig,
+    },
+    /// Remove dead letters for good, after a confirmation.
+    Purge {
+        #[command(flatten)]
+        select: dlq_command::Select,
+        /// Print what would be purged, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask (needed without a terminal).
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        nats: NatsConfig,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,7 +214,12 @@ enum TracksCommand {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    // a command whose output a person reads logs only what is wrong
+    let quiet = matches!(
+        cli.command,
+        Command::Dlq { .. } | Command::Token { .. } | Command::Tracks { .. }
+    );
+    telemetry::init(cli.log_format, quiet);
     match run(cli.command).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
@@ -238,5 +296,22 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&track)?);
             Ok(())
         }
+        Command::Dlq { command } => match command {
+            DlqCommand::List { select, json, nats } => {
+                dlq_command::list(&nats, &select, json).await
+            }
+            DlqCommand::Show { seq, json, nats } => dlq_command::show(&nats, seq, json).await,
+            DlqCommand::Redrive {
+                select,
+                dry_run,
+                nats,
+            } => dlq_command::redrive(&nats, &select, dry_run).await,
+            DlqCommand::Purge {
+                select,
+                dry_run,
+                yes,
+                nats,
+            } => dlq_command::purge(&nats, &select, dry_run, yes).await,
+        },
     }
 }

@@ -1,12 +1,17 @@
-//! Tracing setup: one subscriber for the process, filtered by `RUST_LOG` (default `info`).
+//! Tracing setup: one subscriber for the process, filtered by `RUST_LOG` (default `info` for
+//! the services, `warn` for the commands a person runs and reads).
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-pub fn init(format: LogFormat) {
+pub fn init(format: LogFormat, quiet: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,sqlx=warn,temporalio_sdk_core=warn,temporalio_sdk=info")
+        if quiet {
+            EnvFilter::new("warn")
+        } else {
+            EnvFilter::new("info,sqlx=warn,temporalio_sdk_core=warn,temporalio_sdk=info")
+        }
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,0 +1,248 @@
+//! Operator subcommands against the real stack: dead letters listed, shown, redriven, purged.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use chrono::{DateTime, Utc};
+use learning_progress::applier::{self, ApplierConfig, Seams};
+use learning_progress::db::progress::get_user_progress;
+use learning_progress::db::tracks::create_track;
+use learning_progress::messaging::{NatsConfig, publish_command};
+use learning_progress::model::{Action, ProgressCommand};
+use learning_progress::ops::dlq::{self, Filter};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use common::{eventually, isolated_nats, read_stream, stream_len};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn command(user: Uuid, track: Uuid, seq: i64, action: Action) -> ProgressCommand {
+    ProgressCommand {
+        command_id: Uuid::new_v4(),
+        user_id: user,
+        track_id: track,
+        seq,
+        occurred_at: DateTime::<Utc>::from_timestamp(1_790_000_000 + seq, 0).unwrap(),
+        action,
+    }
+}
+
+async fn publish(js: &jetstream::Context, nats: &NatsConfig, command: &ProgressCommand) {
+    publish_command(js, nats, command)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+fn start_applier(
+    js: &jetstream::Context,
+    pool: &PgPool,
+    nats: &NatsConfig,
+    config: ApplierConfig,
+) -> tokio_util::sync::DropGuard {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(applier::run(
+        js.clone(),
+        pool.clone(),
+        nats.clone(),
+        config,
+        Seams::default(),
+        shutdown.clone(),
+    ));
+    shutdown.drop_guard()
+}
+
+/// The service's binary with `nats`'s names in its environment.
+fn cli(nats: &NatsConfig, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_learning-progress"))
+        .args(args)
+        .env("NATS_URL", &nats.url)
+        .env("NATS_SUBJECT_PREFIX", &nats.subject_prefix)
+        .env("NATS_COMMANDS_STREAM", &nats.commands_stream)
+        .env("NATS_EVENTS_STREAM", &nats.events_stream)
+        .env("NATS_DLQ_STREAM", &nats.dlq_stream)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[sqlx::test]
+async fn dead_letters_are_listed_shown_and_purged_by_reason(pool: PgPool) {
+    let (nats, js) = isolated_nats().await;
+    let track = create_track(&pool, "Dead letters", 2).await.unwrap();
+    let other = create_track(&pool, "Elsewhere", 1).await.unwrap();
+    let user = Uuid::new_v4();
+    let malformed = b"{\"command_id\": not json".to_vec();
+    js.publish(
+        nats.command_subject(user, track.id),
+        malformed.clone().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let foreign = command(
+        user,
+        track.id,
+        1,
+        Action::TrackStarted {
+            current_unit_id: Some(other.units[0].id),
+        },
+    );
+    publish(&js, &nats, &foreign).await;
+    let _applier = start_applier(&js, &pool, &nats, ApplierConfig::default());
+    read_stream(&js, &nats.dlq_stream, 2, WAIT).await;
+
+    let mut stream = dlq::stream(&js, &nats).await.unwrap();
+    let all = dlq::list(&mut stream, &Filter::default()).await.unwrap();
+    let counts: Vec<(String, usize)> = dlq::by_reason(&all).into_iter().collect();
+    assert_eq!(
+        counts,
+        [("foreign_unit".to_owned(), 1), ("malformed".to_owned(), 1)]
+    );
+    assert!(all.iter().all(|d| d.user_id == Some(user)));
+    let only = |reason: &str| Filter {
+        reason: Some(reason.to_owned()),
+        ..Filter::default()
+    };
+    let found = dlq::list(&mut stream, &only("malformed")).await.unwrap();
+    assert_eq!(found.len(), 1);
+    let shown = dlq::show(&mut stream, found[0].seq).await.unwrap();
+    assert_eq!(shown.payload.as_ref(), malformed.as_slice());
+    assert_eq!(shown.subject, nats.command_subject(user, track.id));
+    let stranger = Filter {
+        user: Some(Uuid::new_v4()),
+        ..Filter::default()
+    };
+    assert!(dlq::list(&mut stream, &stranger).await.unwrap().is_empty());
+    let old = Filter {
+        older_than: Some(Duration::from_secs(3600)),
+        ..Filter::default()
+    };
+    assert!(dlq::list(&mut stream, &old).await.unwrap().is_empty());
+
+    let listed = cli(&nats, &["dlq", "list"]);
+    assert!(listed.status.success());
+    let stderr = String::from_utf8_lossy(&listed.stderr);
+    assert!(
+        stderr.contains("2 dead letters (foreign_unit 1, malformed 1)"),
+        "{stderr}"
+    );
+    let bare = cli(&nats, &["dlq", "purge"]);
+    assert!(!bare.status.success(), "a purge must name what it purges");
+    let unasked = cli(&nats, &["dlq", "purge", "--reason", "malformed"]);
+    assert!(!unasked.status.success());
+    assert!(String::from_utf8_lossy(&unasked.stderr).contains("--yes"));
+    let dry = cli(
+        &nats,
+        &["dlq", "purge", "--reason", "malformed", "--dry-run"],
+    );
+    assert!(dry.status.success());
+    assert_eq!(
+        stream_len(&js, &nats.dlq_stream).await,
+        2,
+        "a dry run removes nothing"
+    );
+
+    let purged = cli(&nats, &["dlq", "purge", "--reason", "malformed", "--yes"]);
+    assert!(
+        purged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&purged.stderr)
+    );
+    let left = dlq::list(&mut stream, &Filter::default()).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].reason, "foreign_unit");
+    common::delete_streams(&js, &nats).await;
+}
+
+/// A command dead-lettered because its predecessor never came is applied once the
+/// predecessor has been and it is redriven; a malformed one, redriven, is dead-lettered again
+/// once and the commands stream empties: redriving never loops.
+#[sqlx::test]
+async fn a_redriven_dead_letter_is_applied_once_its_cause_is_gone(pool: PgPool) {
+    let (nats, js) = isolated_nats().await;
+    let track = create_track(&pool, "Redrive", 2).await.unwrap();
+    let user = Uuid::new_v4();
+    let first = command(
+        user,
+        track.id,
+        1,
+        Action::TrackStarted {
+            current_unit_id: Some(track.units[0].id),
+        },
+    );
+    let second = command(
+        user,
+        track.id,
+        2,
+        Action::UnitCompleted {
+            unit_id: track.units[0].id,
+            next_unit_id: Some(track.units[1].id),
+        },
+    );
+    // no patience for a missing predecessor: seq 2 alone is dead-lettered at once
+    let config = ApplierConfig {
+        gap_wait_secs: 0,
+        ..ApplierConfig::default()
+    };
+    let _applier = start_applier(&js, &pool, &nats, config);
+    publish(&js, &nats, &second).await;
+    read_stream(&js, &nats.dlq_stream, 1, WAIT).await;
+    js.publish(nats.command_subject(user, track.id), "not json".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    read_stream(&js, &nats.dlq_stream, 2, WAIT).await;
+    publish(&js, &nats, &first).await;
+    eventually(WAIT, "seq 1 applied", || async {
+        get_user_progress(&pool, user, track.id)
+            .await
+            .unwrap()
+            .filter(|row| row.version == 1)
+    })
+    .await;
+
+    let redriven = cli(&nats, &["dlq", "redrive", "--all"]);
+    assert!(
+        redriven.status.success(),
+        "{}",
+        String::from_utf8_lossy(&redriven.stderr)
+    );
+    let row = eventually(WAIT, "seq 2 applied after its redrive", || async {
+        get_user_progress(&pool, user, track.id)
+            .await
+            .unwrap()
+            .filter(|row| row.version == 2)
+    })
+    .await;
+    assert_eq!(row.completed_unit_ids, vec![track.units[0].id]);
+
+    let mut stream = dlq::stream(&js, &nats).await.unwrap();
+    let again = eventually(WAIT, "the malformed one dead-lettered again", || async {
+        let mut stream = dlq::stream(&js, &nats).await.unwrap();
+        let dead = dlq::list(&mut stream, &Filter::default()).await.unwrap();
+        (dead.len() == 1 && dead[0].seq > 2).then_some(dead)
+    })
+    .await;
+    assert_eq!(again[0].reason, "malformed");
+    eventually(WAIT, "the commands stream empty", || async {
+        (stream_len(&js, &nats.commands_stream).await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        dlq::list(&mut stream, &Filter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    common::delete_streams(&js, &nats).await;
+}
