@@ -24,7 +24,7 @@ echo "==> ${build[*]}"
 "${build[@]}"
 
 # shellcheck disable=SC2086
-"target/$profile/chaos" --mode "$MODE" \
+"${CARGO_TARGET_DIR:-target}/$profile/chaos" --mode "$MODE" \
   --nats-server .stack/venv/bin/nats-server --temporal .stack/venv/bin/temporal ${CHAOS_ARGS:-}
 
 if [ "$MODE" = full ] && [ "${FUZZ_SECONDS:-120}" != 0 ]; then
