@@ -11,7 +11,7 @@ use learning_progress::auth::{self, AuthConfig};
 use learning_progress::bench::{self, BenchConfig};
 use learning_progress::config::{DbConfig, LogFormat};
 use learning_progress::messaging::NatsConfig;
-use learning_progress::ops::dlq_command;
+use learning_progress::ops::{dlq_command, status_command};
 use learning_progress::simulate::{self, SimulateConfig};
 use learning_progress::workflow::{self, TemporalConfig, cli::Attempt, cli::Learner};
 use learning_progress::{db, shutdown, telemetry};
@@ -142,6 +142,16 @@ enum Command {
         #[command(subcommand)]
         command: TracksCommand,
     },
+    /// The write path's lag: commands waiting and for how long, dead letters by reason,
+    /// unannounced changes.
+    Status {
+        #[command(flatten)]
+        db: DbConfig,
+        #[command(flatten)]
+        nats: NatsConfig,
+        #[command(flatten)]
+        status: status_command::StatusConfig,
+    },
     /// Dead letters: the commands the applier could never apply, and why.
     Dlq {
         #[command(subcommand)]
@@ -217,7 +227,10 @@ async fn main() -> std::process::ExitCode {
     // a command whose output a person reads logs only what is wrong
     let quiet = matches!(
         cli.command,
-        Command::Dlq { .. } | Command::Token { .. } | Command::Tracks { .. }
+        Command::Dlq { .. }
+            | Command::Status { .. }
+            | Command::Token { .. }
+            | Command::Tracks { .. }
     );
     telemetry::init(cli.log_format, quiet);
     match run(cli.command).await {
@@ -296,6 +309,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&track)?);
             Ok(())
         }
+        Command::Status { db, nats, status } => status_command::run(&db, &nats, &status).await,
         Command::Dlq { command } => match command {
             DlqCommand::List { select, json, nats } => {
                 dlq_command::list(&nats, &select, json).await

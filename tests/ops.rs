@@ -246,3 +246,89 @@ async fn a_redriven_dead_letter_is_applied_once_its_cause_is_gone(pool: PgPool) 
     );
     common::delete_streams(&js, &nats).await;
 }
+
+#[sqlx::test]
+async fn status_reports_the_backlog_its_age_and_dead_letters_by_reason(pool: PgPool) {
+    let (nats, js) = isolated_nats().await;
+    let track = create_track(&pool, "Status", 2).await.unwrap();
+    let user = Uuid::new_v4();
+    let applier = start_applier(&js, &pool, &nats, ApplierConfig::default());
+    js.publish(nats.command_subject(user, track.id), "not json".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    read_stream(&js, &nats.dlq_stream, 1, WAIT).await;
+    drop(applier);
+    eventually(WAIT, "the applier stopped pulling", || async {
+        let commands = js.get_stream(&nats.commands_stream).await.unwrap();
+        let mut consumer: jetstream::consumer::PullConsumer =
+            commands.get_consumer("progress-applier").await.ok()?;
+        let info = consumer.info().await.ok()?;
+        (info.num_waiting == 0).then_some(())
+    })
+    .await;
+    for seq in 1..=2 {
+        let started = command(
+            Uuid::new_v4(),
+            track.id,
+            seq,
+            Action::TrackStarted {
+                current_unit_id: None,
+            },
+        );
+        publish(&js, &nats, &started).await;
+    }
+
+    let lag = learning_progress::ops::status::lag(&js, &pool, &nats, "progress-applier")
+        .await
+        .unwrap();
+    assert_eq!(lag.commands_waiting, 2);
+    assert_eq!(lag.pending, 2);
+    assert!(lag.oldest_waiting_seconds.is_some());
+    assert_eq!(
+        lag.dead_letters.into_iter().collect::<Vec<_>>(),
+        [("malformed".to_owned(), 1)]
+    );
+    assert_eq!(lag.unannounced, 0);
+
+    let database: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let url = format!("postgres://postgres@127.0.0.1:5432/{database}");
+    let status = |extra: &[&str]| {
+        let mut args = vec!["status"];
+        args.extend_from_slice(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_learning-progress"))
+            .args(&args)
+            .env("DATABASE_URL", &url)
+            .env("NATS_URL", &nats.url)
+            .env("NATS_SUBJECT_PREFIX", &nats.subject_prefix)
+            .env("NATS_COMMANDS_STREAM", &nats.commands_stream)
+            .env("NATS_EVENTS_STREAM", &nats.events_stream)
+            .env("NATS_DLQ_STREAM", &nats.dlq_stream)
+            .output()
+            .unwrap()
+    };
+    let printed = status(&[]);
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    let text = String::from_utf8_lossy(&printed.stdout);
+    assert!(
+        text.contains("commands waiting     2 (2 not yet delivered"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dead letters         1 (malformed 1)"),
+        "{text}"
+    );
+    let probe = status(&["--fail-over", "0"]);
+    assert!(!probe.status.success(), "a waiting command is over 0 s");
+    assert!(String::from_utf8_lossy(&probe.stderr).contains("oldest waiting command"));
+    assert!(status(&["--fail-over", "3600"]).status.success());
+    common::delete_streams(&js, &nats).await;
+}

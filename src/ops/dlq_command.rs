@@ -259,7 +259,8 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
 
 /// A progress line on the terminal for long runs; nothing for a few or when piped.
 fn progress(done: usize, total: usize) {
-    if total >= 100 && std::io::stderr().is_terminal() && (done.is_multiple_of(50) || done == total) {
+    if total >= 100 && std::io::stderr().is_terminal() && (done.is_multiple_of(50) || done == total)
+    {
         eprint!("\r{done}/{total}");
         if done == total {
             eprintln!();

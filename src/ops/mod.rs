@@ -1,6 +1,9 @@
 //! Operations a person running the service needs, one subcommand each (see `main.rs`).
 //!
-//! - [`dlq`]: dead letters — list, show, redrive, purge.
+//! - [`dlq`]: dead letters — list, show, redrive, purge ([`dlq_command`] prints them).
+//! - [`status`]: the write path's lag and failures ([`status_command`] prints them).
 
 pub mod dlq;
 pub mod dlq_command;
+pub mod status;
+pub mod status_command;
