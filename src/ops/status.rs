@@ -67,7 +67,7 @@ pub async fn lag(
     let mut consumer: PullConsumer = commands
         .get_consumer(durable)
         .await
-        .map_err(|e| StatusError::Consumer(durable.to_owned(), e.into()))?;
+        .map_err(|e| StatusError::Consumer(durable.to_owned(), e))?;
     let consumer = consumer
         .info()
         .await
