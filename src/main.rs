@@ -302,7 +302,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Tracks {
             command: TracksCommand::Create { title, units, db },
         } => {
-            let pool = db::pool(&db)?;
+            let pool = db::connect(&db).await?;
             let track = db::tracks::create_track(&pool, &title, units.into())
                 .await
                 .with_context(|| format!("creating the track in {}", db.redacted_url()))?;

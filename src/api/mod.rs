@@ -199,7 +199,7 @@ pub async fn run(
     let verifier = Verifier::from_config(auth)
         .await
         .context("configuring token verification")?;
-    let pool = crate::db::pool(db).context("configuring the database pool")?;
+    let pool = crate::db::connect(db).await?;
     let listener = TcpListener::bind(api.listen)
         .await
         .with_context(|| format!("binding {}", api.listen))?;

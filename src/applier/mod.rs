@@ -175,7 +175,7 @@ pub async fn start(
     config: &ApplierConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let pool = crate::db::pool(db)?;
+    let pool = crate::db::connect(db).await?;
     let client = messaging::connect(nats, "applier").await?;
     run(
         jetstream::new(client),

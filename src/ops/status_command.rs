@@ -22,7 +22,7 @@ pub struct StatusConfig {
 }
 
 pub async fn run(db: &DbConfig, nats: &NatsConfig, config: &StatusConfig) -> anyhow::Result<()> {
-    let pool = crate::db::pool(db)?;
+    let pool = crate::db::connect(db).await?;
     let client = messaging::connect(nats, "status")
         .await
         .with_context(|| format!("connecting to NATS at {}", nats.url))?;

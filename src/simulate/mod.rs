@@ -125,7 +125,7 @@ pub async fn start(
     temporal: &TemporalConfig,
     config: &SimulateConfig,
 ) -> anyhow::Result<()> {
-    let pool = crate::db::pool(db)?;
+    let pool = crate::db::connect(db).await?;
     let client = crate::workflow::connect(temporal, "simulate").await?;
     let report = run(&client, temporal, &pool, config).await?;
     println!("{report}");

@@ -49,7 +49,7 @@ fn print(value: &impl Serialize) -> anyhow::Result<()> {
 
 pub async fn start_track(learner: &Learner, db_config: &DbConfig) -> anyhow::Result<()> {
     let client = connect(&learner.temporal, "cli").await?;
-    let pool = db::pool(db_config)?;
+    let pool = db::connect(db_config).await?;
     let id = client::start_track(
         &client,
         &learner.temporal,

@@ -31,6 +31,9 @@ pub enum WorkerError {
     Nats(#[from] async_nats::ConnectError),
     #[error("opening the database pool")]
     Database(#[from] sqlx::Error),
+    /// The database cannot carry the service as configured (a transaction pooler).
+    #[error(transparent)]
+    DatabaseUrl(#[from] anyhow::Error),
     #[error("creating the NATS streams")]
     Streams(#[from] messaging::StreamSetupError),
     #[error("starting the Temporal worker")]
@@ -55,7 +58,7 @@ pub async fn serve(
         client,
         jetstream: jetstream::new(nats_client),
         nats,
-        pool: db::pool(db_config)?,
+        pool: db::connect(db_config).await?,
     };
     run(temporal, deps, shutdown).await
 }

@@ -33,6 +33,7 @@ pub async fn isolated_nats() -> (NatsConfig, jetstream::Context) {
     (config, js)
 }
 
+#[allow(unused_imports)] // not every test binary deletes streams
 pub use learning_progress::messaging::delete_streams;
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
