@@ -95,6 +95,8 @@ fn api_config() -> ApiConfig {
         // long enough that nothing in a test is refreshed by expiry: only events count
         cache_ttl_secs: 3600,
         min_version_wait_ms: 500,
+        // tests that hammer one learner are not about the rate limit; its own test sets one
+        rate_limit_per_sec: 0.0,
         ..ApiConfig::default()
     }
 }
@@ -560,6 +562,7 @@ async fn a_slow_load_racing_an_event_never_leaves_the_older_snapshot(pool: PgPoo
     let config = CacheConfig {
         capacity: 100,
         ttl: Duration::from_secs(3600),
+        miss_ttl: Duration::from_secs(2),
     };
     let cache = ProgressCache::new(&config, Arc::new(source), &metrics);
     let key = (user, track.id);
