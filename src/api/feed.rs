@@ -19,13 +19,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, Event};
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::ProgressCache;
 use super::metrics::Metrics;
-use crate::messaging::NatsConfig;
+use crate::messaging::{self, NatsConfig};
 use crate::model::ProgressEvent;
 
 /// How long one pull of the ordered consumer waits; its heartbeats come at half of it, and two
@@ -37,11 +37,10 @@ const PULL_EXPIRES: Duration = Duration::from_secs(5);
 pub async fn connect(
     config: &NatsConfig,
     cache: ProgressCache,
-) -> Result<Client, async_nats::ConnectError> {
-    ConnectOptions::new()
-        .name("learning-progress-api")
-        // keep retrying a server that is down at start-up; /readyz reports it meanwhile
-        .retry_on_initial_connect()
+) -> Result<Client, messaging::ConnectError> {
+    // keeps retrying a server that is down at start-up; /readyz reports it meanwhile
+    let client = messaging::options(config, "api")
+        .await?
         .event_callback(move |event| {
             let cache = cache.clone();
             async move {
@@ -56,7 +55,8 @@ pub async fn connect(
             }
         })
         .connect(config.servers())
-        .await
+        .await?;
+    Ok(client)
 }
 
 /// Whether the feed follows the events stream right now; `/readyz` reports it.

@@ -40,8 +40,8 @@ struct Inner {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("connecting to NATS")]
-    Connect(#[from] async_nats::ConnectError),
+    #[error(transparent)]
+    Connect(#[from] crate::messaging::ConnectError),
 }
 
 impl ApiState {
