@@ -1656,7 +1656,7 @@ async fn a_silent_connection_is_closed_and_connections_past_the_limit_wait_their
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let (nats, js) = common::isolated_nats().await;
     let config = ApiConfig {
-        max_connections: 1,
+        max_http_connections: 1,
         header_read_timeout_ms: 500,
         ..api_config()
     };

@@ -137,7 +137,7 @@ pub struct ApiConfig {
 
     /// Connections served at once; further ones wait in the listen queue until one closes.
     #[arg(long, env = "API_MAX_CONNECTIONS", default_value_t = 10_000)]
-    pub max_connections: usize,
+    pub max_http_connections: usize,
 
     /// Longest time a client may take to send a request's headers (slow-loris guard).
     #[arg(long, env = "API_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
@@ -161,7 +161,7 @@ impl Default for ApiConfig {
             max_streams: 10_000,
             rate_limit_per_sec: 20.0,
             rate_limit_burst: 40,
-            max_connections: 10_000,
+            max_http_connections: 10_000,
             header_read_timeout_ms: 10_000,
         }
     }
@@ -186,7 +186,7 @@ impl ApiConfig {
 
     pub fn connection_limits(&self) -> ConnectionLimits {
         ConnectionLimits {
-            max_connections: self.max_connections,
+            max_connections: self.max_http_connections,
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
         }
     }
