@@ -329,3 +329,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Every subcommand's flags are unique, as clap checks when the binary starts.
+    #[test]
+    fn every_subcommand_parses_its_configuration() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -146,7 +146,7 @@ fn is_root() -> bool {
 async fn a_transaction_pooler_is_refused_with_a_message_naming_the_session_pooler(pool: PgPool) {
     let pooler = Pooler::start("transaction").await;
     let config = DbConfig::new(pooler.url(&pool).await);
-    let error = db::connect(&config).await.err().expect("refused");
+    let error = db::connect(&config).await.expect_err("refused");
     let message = format!("{error:#}");
     assert!(message.contains("transaction pooler"), "{message}");
     assert!(message.contains("session pooler"), "{message}");
@@ -168,7 +168,7 @@ async fn supabases_transaction_pooler_is_known_by_its_address() {
     let config = DbConfig::new(
         "postgres://postgres.abcdefghijklmnop:secret@aws-0-eu-central-1.pooler.supabase.com:6543/postgres",
     );
-    let error = db::connect(&config).await.err().expect("refused");
+    let error = db::connect(&config).await.expect_err("refused");
     assert!(format!("{error:#}").contains("port 5432"), "{error:#}");
 }
 

@@ -28,9 +28,12 @@ async fn a_token_minted_with_the_longest_ttl_still_verifies() {
         principal,
         Principal {
             user_id: user,
-            admin: false
+            admin: false,
+            expires_at: principal.expires_at,
         }
     );
+    let in_a_century = jsonwebtoken::get_current_timestamp() + 100 * 365 * 86_400;
+    assert!(principal.expires_at > in_a_century);
 }
 
 #[tokio::test]

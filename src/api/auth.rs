@@ -1,4 +1,5 @@
-//! The caller of a request, from its `Authorization: Bearer` header.
+//! The caller of a request, from its `Authorization: Bearer` header; each learner's requests
+//! count against their rate limit ([`super::limits`]) here.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -24,7 +25,11 @@ impl FromRequestParts<ApiState> for Principal {
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or(AuthError::Missing)?;
-        Ok(state.verifier().verify(token.trim()).await?)
+        let principal = state.verifier().verify(token.trim()).await?;
+        if !principal.admin {
+            state.rate_limiter().check(principal.user_id)?;
+        }
+        Ok(principal)
     }
 }
 

@@ -13,7 +13,12 @@
 //!
 //! Loads run outside that per-key lock (events never wait for the database) and are coalesced
 //! by a single-flight map: concurrent misses on one key share one query. A learner without
-//! progress is not cached at all, so the first event for them is visible at once.
+//! progress is remembered as such for a short while ([`CacheConfig::miss_ttl`]), so asking
+//! again does not cost a query per request; an event for that learner forgets it at once.
+//!
+//! Waiters (`min_version` reads, live streams) watch one key each ([`Changes`]): a change wakes
+//! only those watching its key. A key is watched only while someone waits on it; the last
+//! waiter to leave removes it, so the map holds no more keys than there are waiters.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,11 +30,12 @@ use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 use moka::ops::compute::{CompResult, Op};
 use sqlx::PgPool;
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::Metrics;
-use crate::db::progress::ProgressError;
+use super::catalogue::TrackCatalogue;
+use crate::db::progress::{ProgressError, get_user_progress};
 use crate::model::{ProgressEvent, ProgressView};
 
 /// A snapshot as served: its key, its version and its JSON body, kept LZ4-compressed.
@@ -100,6 +106,8 @@ pub struct CacheConfig {
     pub capacity: u64,
     /// A snapshot is dropped this long after it was written, in case an event was missed.
     pub ttl: Duration,
+    /// How long "this learner has no progress on this track" is believed without asking again.
+    pub miss_ttl: Duration,
 }
 
 /// Where a miss reads from: the database, or a test's wrapper around it.
@@ -107,18 +115,26 @@ pub trait SnapshotSource: Send + Sync + 'static {
     fn load(&self, key: Key) -> BoxFuture<'static, Result<Option<ProgressView>, ProgressError>>;
 }
 
-/// Reads snapshots from PostgreSQL, one counted query per load.
+/// Reads snapshots from PostgreSQL, one counted query per load (and one more the first time a
+/// track is seen, for its unit count).
 pub struct PgSource {
     pool: PgPool,
+    catalogue: TrackCatalogue,
     metrics: Metrics,
 }
 
 impl PgSource {
     pub fn new(pool: PgPool, metrics: &Metrics) -> PgSource {
         PgSource {
+            catalogue: TrackCatalogue::new(pool.clone(), metrics),
             pool,
             metrics: metrics.clone(),
         }
+    }
+
+    /// The track catalogue this source reads unit counts from.
+    pub fn catalogue(&self) -> &TrackCatalogue {
+        &self.catalogue
     }
 }
 
@@ -131,8 +147,14 @@ impl SnapshotSource for PgSource {
             .db_queries
             .with_label_values(&["progress"])
             .inc();
-        let pool = self.pool.clone();
-        async move { crate::db::views::get_progress_view(&pool, user_id, track_id).await }.boxed()
+        let (pool, catalogue) = (self.pool.clone(), self.catalogue.clone());
+        async move {
+            match get_user_progress(&pool, user_id, track_id).await? {
+                Some(progress) => Ok(Some(catalogue.view(progress).await?)),
+                None => Ok(None),
+            }
+        }
+        .boxed()
     }
 }
 
@@ -143,18 +165,17 @@ pub struct ProgressCache {
 
 struct Inner {
     entries: moka::future::Cache<Key, Snapshot>,
+    /// Keys the database had nothing for; `entries` wins over this when both hold a key.
+    misses: moka::future::Cache<Key, ()>,
     source: Arc<dyn SnapshotSource>,
     loads: Mutex<HashMap<Key, SharedLoad>>,
     /// Bumped by [`ProgressCache::clear`]; a load that began before a clear must not refill
     /// the cache with what it read before the events it may have missed.
     generation: AtomicU64,
-    /// Every snapshot that became the cached one, for `min_version` waits and live streams.
-    changes: broadcast::Sender<Snapshot>,
+    /// The keys someone waits on, each with the newest snapshot that became the cached one.
+    watched: Arc<Mutex<HashMap<Key, watch::Sender<Option<Snapshot>>>>>,
     metrics: Metrics,
 }
-
-/// How many changes a slow stream may fall behind before it re-reads the cache instead.
-const CHANGES_BUFFER: usize = 1024;
 
 impl ProgressCache {
     pub fn new(
@@ -166,13 +187,18 @@ impl ProgressCache {
             .max_capacity(config.capacity)
             .time_to_live(config.ttl)
             .build();
+        let misses = moka::future::Cache::builder()
+            .max_capacity(config.capacity)
+            .time_to_live(config.miss_ttl)
+            .build();
         ProgressCache {
             inner: Arc::new(Inner {
                 entries,
+                misses,
                 source,
                 loads: Mutex::default(),
                 generation: AtomicU64::new(0),
-                changes: broadcast::channel(CHANGES_BUFFER).0,
+                watched: Arc::default(),
                 metrics: metrics.clone(),
             }),
         }
@@ -186,10 +212,14 @@ impl ProgressCache {
                 inner.metrics.cache_hits.inc();
                 return Ok(Some(snapshot));
             }
+            if inner.misses.contains_key(&key) {
+                inner.metrics.cache_hits.inc();
+                return Ok(None);
+            }
             let load = {
                 let mut loads = inner.loads.lock().expect("loads lock poisoned");
                 // a load may have finished between the lookup above and taking the lock
-                if inner.entries.contains_key(&key) {
+                if inner.entries.contains_key(&key) || inner.misses.contains_key(&key) {
                     continue;
                 }
                 loads
@@ -227,8 +257,11 @@ impl ProgressCache {
         match result {
             CompResult::Inserted(entry) | CompResult::ReplacedWith(entry) => {
                 let cached = entry.into_value();
-                // nobody listening is fine
-                let _ = self.inner.changes.send(cached.clone());
+                self.inner.misses.invalidate(&key).await;
+                let watched = self.inner.watched.lock().expect("watched lock poisoned");
+                if let Some(sender) = watched.get(&key) {
+                    sender.send_replace(Some(cached.clone()));
+                }
                 cached
             }
             CompResult::Unchanged(entry) => entry.into_value(),
@@ -254,11 +287,30 @@ impl ProgressCache {
     pub fn clear(&self) {
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
         self.inner.entries.invalidate_all();
+        self.inner.misses.invalidate_all();
     }
 
-    /// Snapshots as they become the cached ones, from now on.
-    pub fn changes(&self) -> broadcast::Receiver<Snapshot> {
-        self.inner.changes.subscribe()
+    /// `key`'s snapshots as they become the cached ones, from now on.
+    pub fn changes(&self, key: Key) -> Changes {
+        let mut watched = self.inner.watched.lock().expect("watched lock poisoned");
+        let receiver = watched
+            .entry(key)
+            .or_insert_with(|| watch::channel(None).0)
+            .subscribe();
+        Changes {
+            key,
+            receiver,
+            watched: self.inner.watched.clone(),
+        }
+    }
+
+    /// How many keys someone waits on now.
+    pub fn watched_keys(&self) -> usize {
+        self.inner
+            .watched
+            .lock()
+            .expect("watched lock poisoned")
+            .len()
     }
 
     /// Approximate: moka counts lazily.
@@ -276,18 +328,14 @@ impl ProgressCache {
     ) -> Result<(Option<Snapshot>, bool), LoadError> {
         let deadline = tokio::time::Instant::now() + wait;
         // subscribe before reading, so a change between the two is not lost
-        let mut changes = self.changes();
+        let mut changes = self.changes(key);
         let mut current = self.get(key).await?;
         let reached = |s: &Option<Snapshot>| s.as_ref().is_some_and(|s| s.version() >= min_version);
         while !reached(&current) {
-            let seen = match tokio::time::timeout_at(deadline, changes.recv()).await {
+            match tokio::time::timeout_at(deadline, changes.next()).await {
                 Err(_elapsed) => break,
-                Ok(Ok(snapshot)) if snapshot.key() == key => Some(snapshot),
-                Ok(Ok(_)) => continue,
-                Ok(Err(broadcast::error::RecvError::Lagged(_))) => self.peek(key).await,
-                Ok(Err(broadcast::error::RecvError::Closed)) => break,
-            };
-            current = newer(current, seen);
+                Ok(seen) => current = newer(current, Some(seen)),
+            }
         }
         let caught_up = reached(&current);
         Ok((current, caught_up))
@@ -306,7 +354,15 @@ impl ProgressCache {
                 }
                 Ok(Some(view)) => Ok(Some(Snapshot::new(&view))),
                 // an event may have created the learner's progress while the query ran
-                Ok(None) => Ok(inner.entries.get(&key).await),
+                Ok(None) => match inner.entries.get(&key).await {
+                    Some(snapshot) => Ok(Some(snapshot)),
+                    None => {
+                        if inner.generation.load(Ordering::SeqCst) == generation {
+                            inner.misses.insert(key, ()).await;
+                        }
+                        Ok(None)
+                    }
+                },
                 Err(error) => Err(Arc::new(error)),
             };
             // after caching, so a new miss either finds the snapshot or joins this load
@@ -320,6 +376,43 @@ impl ProgressCache {
         async move { task.await.expect("snapshot loads do not panic") }
             .boxed()
             .shared()
+    }
+}
+
+/// One waiter on one key: the snapshots that become the cached one, newest first — a waiter
+/// that falls behind skips to the newest. Dropping the last waiter of a key stops watching it.
+pub struct Changes {
+    key: Key,
+    receiver: watch::Receiver<Option<Snapshot>>,
+    watched: Arc<Mutex<HashMap<Key, watch::Sender<Option<Snapshot>>>>>,
+}
+
+impl Changes {
+    /// The next snapshot to become the cached one since the last this returned (or since
+    /// [`ProgressCache::changes`]).
+    pub async fn next(&mut self) -> Snapshot {
+        loop {
+            // the sender lives in the map as long as this receiver does
+            if self.receiver.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            if let Some(snapshot) = self.receiver.borrow_and_update().clone() {
+                return snapshot;
+            }
+        }
+    }
+}
+
+impl Drop for Changes {
+    fn drop(&mut self) {
+        let mut watched = self.watched.lock().expect("watched lock poisoned");
+        // under the lock no one can subscribe meanwhile; this receiver still counts
+        if watched
+            .get(&self.key)
+            .is_some_and(|sender| sender.receiver_count() <= 1)
+        {
+            watched.remove(&self.key);
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 //! `{"error": "<code>", "message": "<text>"}`. Internal errors are logged here, once, and
 //! answered opaquely.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -24,6 +26,13 @@ pub enum ApiError {
     NotFound,
     #[error("no such route")]
     NoRoute,
+    #[error("too many requests; retry after {} s", retry_after_secs(.retry_after))]
+    RateLimited { retry_after: Duration },
+    #[error("too many live streams open for {scope}; retry after {} s", retry_after_secs(.retry_after))]
+    TooManyStreams {
+        scope: &'static str,
+        retry_after: Duration,
+    },
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -41,6 +50,8 @@ impl ApiError {
             ApiError::Ticket(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound | ApiError::NoRoute => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::TooManyStreams { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_streams"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -79,11 +90,35 @@ impl IntoResponse for ApiError {
         }
         let body = Json(serde_json::json!({ "error": code, "message": self.to_string() }));
         let mut response = (status, body).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        let headers = response.headers_mut();
+        match self {
+            ApiError::RateLimited { retry_after }
+            | ApiError::TooManyStreams { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, retry_after_secs(&retry_after).into());
+            }
+            _ if status == StatusCode::UNAUTHORIZED => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
         }
         response
     }
+}
+
+/// Whole seconds, rounded up, at least one: `Retry-After` has no finer unit.
+fn retry_after_secs(wait: &Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// The answer to a handler that panicked: the same opaque 500 as any internal error. The
+/// panic itself is logged here, once; the process goes on serving.
+pub fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message");
+    tracing::error!(panic = message, "request handler panicked");
+    let body = Json(serde_json::json!({ "error": "internal", "message": "internal error" }));
+    (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
 }

@@ -19,13 +19,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, Event};
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::ProgressCache;
 use super::metrics::Metrics;
-use crate::messaging::NatsConfig;
+use crate::messaging::{self, NatsConfig};
 use crate::model::ProgressEvent;
 
 /// How long one pull of the ordered consumer waits; its heartbeats come at half of it, and two
@@ -37,11 +37,10 @@ const PULL_EXPIRES: Duration = Duration::from_secs(5);
 pub async fn connect(
     config: &NatsConfig,
     cache: ProgressCache,
-) -> Result<Client, async_nats::ConnectError> {
-    ConnectOptions::new()
-        .name("learning-progress-api")
-        // keep retrying a server that is down at start-up; /readyz reports it meanwhile
-        .retry_on_initial_connect()
+) -> Result<Client, messaging::ConnectError> {
+    // keeps retrying a server that is down at start-up; /readyz reports it meanwhile
+    let client = messaging::options(config, "api")
+        .await?
         .event_callback(move |event| {
             let cache = cache.clone();
             async move {
@@ -56,7 +55,8 @@ pub async fn connect(
             }
         })
         .connect(config.servers())
-        .await
+        .await?;
+    Ok(client)
 }
 
 /// Whether the feed follows the events stream right now; `/readyz` reports it.
@@ -162,7 +162,7 @@ pub async fn run(
                 tracing::info!(stream = %config.events_stream, from = following.floor + 1, "following progress events");
                 let result = tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    result = apply_all(following, &cache, &metrics) => result,
+                    result = apply_all(following, &config, &cache, &metrics) => result,
                 };
                 state.set(false);
                 // whatever was cached may miss events until the next start clears it
@@ -180,9 +180,12 @@ pub async fn run(
     }
 }
 
-/// Applies each event to the cache; returns when the consumer fails.
+/// Applies each event to the cache; returns when the consumer fails. An event is believed only
+/// about the learner its subject names: whoever may publish on one learner's subject must not
+/// be able to change another's progress, so an event whose body names someone else is dropped.
 async fn apply_all(
     mut following: Following,
+    config: &NatsConfig,
     cache: &ProgressCache,
     metrics: &Metrics,
 ) -> FeedError {
@@ -197,6 +200,19 @@ async fn apply_all(
             return FeedError::Replayed;
         }
         match serde_json::from_slice::<ProgressEvent>(&message.payload) {
+            Ok(event)
+                if message.subject.as_str()
+                    != config.event_subject(
+                        event.progress.progress.user_id,
+                        event.progress.progress.track_id,
+                    ) =>
+            {
+                metrics
+                    .cache_events
+                    .with_label_values(&["mismatched"])
+                    .inc();
+                tracing::warn!(subject = %message.subject, event.id = %event.event_id, sequence, "ignoring a progress event about another learner than its subject names");
+            }
             Ok(event) => {
                 let applied = cache.apply(&event).await;
                 tracing::debug!(

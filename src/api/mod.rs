@@ -9,30 +9,44 @@
 //! | `API_REQUEST_TIMEOUT_SECS` | 10 | longest time to produce a response |
 //! | `API_CORS_ORIGINS` | none (loopback in development mode) | origins browsers may call from, comma-separated |
 //! | `API_STREAM_TICKET_SECRET` | a random key per process | signs stream tickets; set alike on every replica |
+//! | `API_MISS_TTL_MS` | 2000 | how long "no progress here" is believed without asking the database |
+//! | `API_MAX_STREAMS_PER_USER` | 8 | live streams one user may hold open on a replica |
+//! | `API_MAX_STREAMS` | 10000 | live streams a replica holds open in all |
+//! | `API_RATE_LIMIT_PER_SEC` | 20 | requests per second per learner (0: no limit; admins have none) |
+//! | `API_RATE_LIMIT_BURST` | 40 | requests a learner may make at once before the rate applies |
+//! | `API_MAX_CONNECTIONS` | 10000 | connections served at once; more wait in the listen queue |
+//! | `API_HEADER_READ_TIMEOUT_MS` | 10000 | longest time a client may take to send a request's headers |
 //!
 //! plus the database, NATS ([`crate::messaging::NatsConfig`]) and auth ([`crate::auth`]) settings.
 //!
 //! - [`progress`]: the progress routes (one snapshot, every track, a live stream).
 //! - [`me`]: the caller, as its token identifies it.
 //! - [`ops`]: health, readiness, metrics and the OpenAPI document.
-//! - [`cache`]: the snapshot cache; [`feed`]: the events that keep it fresh.
+//! - [`cache`]: the snapshot cache; [`feed`]: the events that keep it fresh; [`catalogue`]: the
+//!   tracks' unit counts.
 //! - [`cors`]: which browser origins may call; [`ticket`]: how a browser opens a live stream.
+//! - [`limits`]: what one caller may cost; [`serve`]: connections, header timeout, panics.
 
 mod auth;
 pub mod cache;
+mod catalogue;
 mod cors;
 mod error;
 pub mod feed;
+pub mod limits;
 mod me;
 pub mod metrics;
 mod ops;
 mod progress;
+mod serve;
 mod state;
 mod ticket;
 
-pub use cache::{CacheConfig, PgSource, ProgressCache, Snapshot, SnapshotSource};
+pub use cache::{CacheConfig, Changes, PgSource, ProgressCache, Snapshot, SnapshotSource};
+pub use catalogue::TrackCatalogue;
 pub use error::ApiError;
 pub use metrics::Metrics;
+pub use serve::{ConnectionLimits, serve_router};
 pub use state::{ApiState, StartError};
 pub use ticket::{TICKET_LIFETIME, TicketError, TicketSecret, Tickets};
 
@@ -45,6 +59,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -97,6 +112,36 @@ pub struct ApiConfig {
     /// How long a stream ticket opens its stream.
     #[arg(skip = TICKET_LIFETIME)]
     pub stream_ticket_lifetime: Duration,
+
+    /// How long a read that found no progress is answered from memory; an event for that
+    /// learner and track ends it at once. Bounds the queries a learner without progress costs.
+    #[arg(long, env = "API_MISS_TTL_MS", default_value_t = 2000)]
+    pub miss_ttl_ms: u64,
+
+    /// Live streams one user may hold open on this replica (a few tabs, not a botnet).
+    #[arg(long, env = "API_MAX_STREAMS_PER_USER", default_value_t = 8)]
+    pub max_streams_per_user: usize,
+
+    /// Live streams this replica holds open in all; each costs a connection and a task.
+    #[arg(long, env = "API_MAX_STREAMS", default_value_t = 10_000)]
+    pub max_streams: usize,
+
+    /// Requests per second each learner may make (a token bucket per user id); 0: no limit.
+    /// Admins are not limited.
+    #[arg(long, env = "API_RATE_LIMIT_PER_SEC", default_value_t = 20.0)]
+    pub rate_limit_per_sec: f64,
+
+    /// Requests a learner may make at once before the per-second rate applies.
+    #[arg(long, env = "API_RATE_LIMIT_BURST", default_value_t = 40)]
+    pub rate_limit_burst: u32,
+
+    /// Connections served at once; further ones wait in the listen queue until one closes.
+    #[arg(long, env = "API_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_http_connections: usize,
+
+    /// Longest time a client may take to send a request's headers (slow-loris guard).
+    #[arg(long, env = "API_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -111,6 +156,13 @@ impl Default for ApiConfig {
             cors_loopback: false,
             stream_ticket_secret: None,
             stream_ticket_lifetime: TICKET_LIFETIME,
+            miss_ttl_ms: 2000,
+            max_streams_per_user: 8,
+            max_streams: 10_000,
+            rate_limit_per_sec: 20.0,
+            rate_limit_burst: 40,
+            max_http_connections: 10_000,
+            header_read_timeout_ms: 10_000,
         }
     }
 }
@@ -120,6 +172,7 @@ impl ApiConfig {
         CacheConfig {
             capacity: self.cache_capacity,
             ttl: Duration::from_secs(self.cache_ttl_secs),
+            miss_ttl: Duration::from_millis(self.miss_ttl_ms),
         }
     }
 
@@ -130,11 +183,24 @@ impl ApiConfig {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
     }
+
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_http_connections,
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+        }
+    }
 }
 
-/// Every route, with tracing, metrics, CORS (when configured) and the request timeout.
+/// Every route, with tracing, metrics, CORS (when configured), the request timeout and a
+/// panic turned into a 500.
 pub fn router(state: ApiState) -> Router {
-    let routes = Router::new()
+    router_with(state, Router::new())
+}
+
+/// [`router`] with `extra` routes under the same layers; tests add a route that panics.
+pub fn router_with(state: ApiState, extra: Router<ApiState>) -> Router {
+    let routes = extra
         .merge(progress::router())
         .merge(me::router())
         .merge(ops::router())
@@ -149,6 +215,8 @@ pub fn router(state: ApiState) -> Router {
         None => routes,
     };
     routes
+        // inside the metrics and the trace, so a panic is counted and logged as a 500
+        .layer(CatchPanicLayer::custom(error::panicked))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track_request,
@@ -174,9 +242,8 @@ pub async fn serve(
     state: ApiState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let limits = state.config().connection_limits();
+    serve_router(listener, router(state), limits, shutdown).await
 }
 
 /// The `api` subcommand: verifier, pool, event feed and server; returns after `shutdown`.

@@ -2,6 +2,7 @@
 //! opened with a bearer token or a stream ticket ([`super::ticket`]) minted with one.
 
 use std::convert::Infallible;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -13,13 +14,14 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::auth::authorize;
-use super::cache::Key;
-use super::{ApiError, ApiState, ProgressCache, Snapshot};
+use super::cache::Changes;
+use super::limits::StreamSlot;
+use super::{ApiError, ApiState, Snapshot};
 use crate::auth::Principal;
 
 /// Set when `min_version` was not reached in time: the body is this replica's newest.
@@ -124,15 +126,20 @@ async fn list(
         .db_queries
         .with_label_values(&["progress_list"])
         .inc();
-    let views = crate::db::views::list_progress_views(state.pool(), user_id)
+    let rows = crate::db::views::list_user_progress(state.pool(), user_id)
         .await
         .map_err(ApiError::internal)?;
     // `{"progress": [...]}`, each element the cached JSON, offered through the cache so this
     // answer is never older than a snapshot served before
-    let mut body = Vec::with_capacity(16 + views.len() * 1024);
+    let mut body = Vec::with_capacity(16 + rows.len() * 1024);
     body.extend_from_slice(b"{\"progress\":[");
-    for (i, view) in views.iter().enumerate() {
-        let snapshot = state.cache().offer(Snapshot::new(view)).await;
+    for (i, row) in rows.into_iter().enumerate() {
+        let view = state
+            .catalogue()
+            .view(row)
+            .await
+            .map_err(ApiError::internal)?;
+        let snapshot = state.cache().offer(Snapshot::new(&view)).await;
         if i > 0 {
             body.push(b',');
         }
@@ -164,7 +171,7 @@ async fn stream_ticket(
     authorize(&principal, user_id)?;
     let tickets = state.tickets();
     Ok(Json(StreamTicket {
-        ticket: tickets.mint(user_id, track_id),
+        ticket: tickets.mint(user_id, track_id, principal.expires_at),
         expires_in: tickets.lifetime().as_secs(),
     }))
 }
@@ -177,34 +184,51 @@ async fn stream(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let Path((user_id, track_id)) = path?;
     let Query(options) = query?;
-    match options.ticket {
-        Some(ticket) => state.tickets().redeem(&ticket, user_id, track_id)?,
-        None => authorize(&principal?, user_id)?,
-    }
+    let (caller, expires_at) = match options.ticket {
+        Some(ticket) => (user_id, state.tickets().redeem(&ticket, user_id, track_id)?),
+        None => {
+            let principal = principal?;
+            authorize(&principal, user_id)?;
+            (principal.user_id, principal.expires_at)
+        }
+    };
+    let slot = state.stream_slots().acquire(caller)?;
     let key = (user_id, track_id);
     // subscribe before reading, so a change between the two is not lost
-    let changes = state.cache().changes();
+    let changes = state.cache().changes(key);
     let current = state.cache().get(key).await.map_err(ApiError::internal)?;
     let follow = Follow {
-        cache: state.cache().clone(),
-        key,
         pending: current,
         sent: 0,
         changes,
+        until: until(expires_at),
         shutdown: state.shutdown().clone(),
+        _slot: slot,
     };
     let events = futures::stream::unfold(follow, Follow::next);
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
-/// One live stream: the newest snapshot of one key, each sent once, in version order.
+/// When a token expiring at `expires_at` (seconds since the epoch) runs out, on this
+/// process's clock; a far-off expiry is capped at a year rather than overflowing.
+fn until(expires_at: u64) -> Instant {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let left = Duration::from_secs(expires_at).saturating_sub(now);
+    Instant::now() + left.min(Duration::from_secs(365 * 86_400))
+}
+
+/// One live stream: the newest snapshot of one key, each sent once, in version order, until
+/// the token that opened it expires (the client reconnects with a fresh one) or shutdown.
 struct Follow {
-    cache: ProgressCache,
-    key: Key,
     pending: Option<Snapshot>,
     sent: i64,
-    changes: broadcast::Receiver<Snapshot>,
+    changes: Changes,
+    until: Instant,
     shutdown: CancellationToken,
+    /// this stream's place among the open ones, given back when the stream ends
+    _slot: StreamSlot,
 }
 
 impl Follow {
@@ -222,17 +246,8 @@ impl Follow {
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => return None,
-                change = self.changes.recv() => match change {
-                    Ok(snapshot) => {
-                        if snapshot.key() == self.key {
-                            self.pending = Some(snapshot);
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        self.pending = self.cache.peek(self.key).await;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
+                _ = tokio::time::sleep_until(self.until) => return None,
+                snapshot = self.changes.next() => self.pending = Some(snapshot),
             }
         }
     }

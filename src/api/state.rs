@@ -1,5 +1,5 @@
-//! What every handler shares: pool, cache, verifier, metrics, NATS client, stream tickets and
-//! configuration.
+//! What every handler shares: pool, cache, track catalogue, verifier, metrics, NATS client, stream tickets,
+//! limits and configuration.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +8,9 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::feed::{self, FeedState};
+use super::limits::{RateLimiter, StreamSlots};
 use super::ticket::Tickets;
-use super::{ApiConfig, Metrics, PgSource, ProgressCache};
+use super::{ApiConfig, Metrics, PgSource, ProgressCache, TrackCatalogue};
 use crate::auth::Verifier;
 use crate::messaging::NatsConfig;
 
@@ -25,19 +26,22 @@ pub struct ApiState {
 struct Inner {
     pool: PgPool,
     cache: ProgressCache,
+    catalogue: TrackCatalogue,
     verifier: Verifier,
     metrics: Metrics,
     nats: async_nats::Client,
     feed: FeedState,
     tickets: Tickets,
+    stream_slots: StreamSlots,
+    rate_limiter: RateLimiter,
     config: ApiConfig,
     shutdown: CancellationToken,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("connecting to NATS")]
-    Connect(#[from] async_nats::ConnectError),
+    #[error(transparent)]
+    Connect(#[from] crate::messaging::ConnectError),
 }
 
 impl ApiState {
@@ -55,6 +59,7 @@ impl ApiState {
     ) -> Result<ApiState, StartError> {
         let metrics = Metrics::new();
         let source = Arc::new(PgSource::new(pool.clone(), &metrics));
+        let catalogue = source.catalogue().clone();
         let cache = ProgressCache::new(&config.cache(), source, &metrics);
         let client = feed::connect(nats, cache.clone()).await?;
         let first = match tokio::time::timeout(FIRST_FOLLOW, feed::follow(&client, nats, &cache))
@@ -84,6 +89,7 @@ impl ApiState {
             inner: Arc::new(Inner {
                 pool,
                 cache,
+                catalogue,
                 verifier,
                 metrics,
                 nats: client,
@@ -92,6 +98,8 @@ impl ApiState {
                     config.stream_ticket_secret.as_ref(),
                     config.stream_ticket_lifetime,
                 ),
+                stream_slots: StreamSlots::new(config.max_streams_per_user, config.max_streams),
+                rate_limiter: RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst),
                 config,
                 shutdown,
             }),
@@ -104,6 +112,11 @@ impl ApiState {
 
     pub fn cache(&self) -> &ProgressCache {
         &self.inner.cache
+    }
+
+    /// The tracks' unit counts, cached.
+    pub fn catalogue(&self) -> &TrackCatalogue {
+        &self.inner.catalogue
     }
 
     pub fn verifier(&self) -> &Verifier {
@@ -125,6 +138,15 @@ impl ApiState {
 
     pub fn tickets(&self) -> &Tickets {
         &self.inner.tickets
+    }
+
+    /// Live streams open now, capped per user and in all.
+    pub fn stream_slots(&self) -> &StreamSlots {
+        &self.inner.stream_slots
+    }
+
+    pub fn rate_limiter(&self) -> &RateLimiter {
+        &self.inner.rate_limiter
     }
 
     pub fn config(&self) -> &ApiConfig {

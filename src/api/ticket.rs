@@ -11,6 +11,12 @@
 //! ids used, each kept until its ticket expires): across N replicas sharing the key, a leaked
 //! ticket could open at most N streams of the one learner and track it names, within its life.
 //!
+//! A ticket carries the expiry of the bearer token that minted it: the stream it opens ends
+//! then, as one opened with the token itself would, and the client mints a new ticket with a
+//! fresh token to reconnect. The ticket's own 30 s bound only when it may open its stream
+//! (never after the token's expiry); ending the stream then would make every browser
+//! reconnect twice a minute for no gain in safety.
+//!
 //! A ticket is a credential: it is never logged, and it only travels in the query string of the
 //! stream request, whose route template (not its path or query) is what spans and metrics record.
 
@@ -32,9 +38,10 @@ pub const TICKET_LIFETIME: Duration = Duration::from_secs(30);
 /// Ticket ids remembered as used at once; a flood beyond it is refused rather than forgotten.
 const USED_CAPACITY: usize = 100_000;
 
-const VERSION: u8 = 1;
-/// version, user, track, expiry (ms since the epoch), ticket id
-const PAYLOAD_LEN: usize = 1 + 16 + 16 + 8 + 16;
+const VERSION: u8 = 2;
+/// version, user, track, expiry (ms since the epoch), ticket id, the token's expiry (s since
+/// the epoch)
+const PAYLOAD_LEN: usize = 1 + 16 + 16 + 8 + 16 + 8;
 const MAC_LEN: usize = 32;
 
 /// The key tickets are signed with, from configuration; its `Debug` hides it.
@@ -99,22 +106,26 @@ impl Tickets {
         self.lifetime
     }
 
-    /// A ticket for the stream of `user`'s progress on `track`.
-    pub fn mint(&self, user: Uuid, track: Uuid) -> String {
-        let expires = now_ms() + self.lifetime.as_millis() as u64;
+    /// A ticket for the stream of `user`'s progress on `track`, minted with a bearer token
+    /// that expires at `token_expires_at` (seconds since the epoch).
+    pub fn mint(&self, user: Uuid, track: Uuid, token_expires_at: u64) -> String {
+        let expires = (now_ms() + self.lifetime.as_millis() as u64)
+            .min(token_expires_at.saturating_mul(1000));
         let mut ticket = Vec::with_capacity(PAYLOAD_LEN + MAC_LEN);
         ticket.push(VERSION);
         ticket.extend_from_slice(user.as_bytes());
         ticket.extend_from_slice(track.as_bytes());
         ticket.extend_from_slice(&expires.to_be_bytes());
         ticket.extend_from_slice(Uuid::new_v4().as_bytes());
+        ticket.extend_from_slice(&token_expires_at.to_be_bytes());
         let mac = self.mac(&ticket).finalize().into_bytes();
         ticket.extend_from_slice(&mac);
         URL_SAFE_NO_PAD.encode(ticket)
     }
 
-    /// Consumes `ticket` if it is genuine, for this stream, unexpired and unused.
-    pub fn redeem(&self, ticket: &str, user: Uuid, track: Uuid) -> Result<(), TicketError> {
+    /// Consumes `ticket` if it is genuine, for this stream, unexpired and unused; returns when
+    /// the token that minted it expires (seconds since the epoch), when the stream must end.
+    pub fn redeem(&self, ticket: &str, user: Uuid, track: Uuid) -> Result<u64, TicketError> {
         let bytes = URL_SAFE_NO_PAD
             .decode(ticket)
             .map_err(|_| TicketError::Invalid)?;
@@ -141,8 +152,9 @@ impl Tickets {
         if used.len() >= USED_CAPACITY {
             return Err(TicketError::Busy);
         }
+        let token_expires_at = u64::from_be_bytes(payload[57..65].try_into().expect("8 bytes"));
         match used.insert(uuid_at(41), expires) {
-            None => Ok(()),
+            None => Ok(token_expires_at),
             Some(_) => Err(TicketError::Used),
         }
     }
@@ -168,12 +180,12 @@ mod tests {
     fn a_ticket_opens_its_own_stream_once() {
         let tickets = Tickets::new(None, TICKET_LIFETIME);
         let (user, track) = (Uuid::new_v4(), Uuid::new_v4());
-        let ticket = tickets.mint(user, track);
+        let ticket = tickets.mint(user, track, u64::MAX);
         assert_eq!(
             tickets.redeem(&ticket, user, Uuid::new_v4()),
             Err(TicketError::WrongStream)
         );
-        assert_eq!(tickets.redeem(&ticket, user, track), Ok(()));
+        assert_eq!(tickets.redeem(&ticket, user, track), Ok(u64::MAX));
         assert_eq!(tickets.redeem(&ticket, user, track), Err(TicketError::Used));
     }
 
@@ -184,13 +196,22 @@ mod tests {
         let other = Tickets::new(Some(&secret), TICKET_LIFETIME);
         let random = Tickets::new(None, TICKET_LIFETIME);
         let (user, track) = (Uuid::new_v4(), Uuid::new_v4());
-        assert_eq!(other.redeem(&one.mint(user, track), user, track), Ok(()));
         assert_eq!(
-            random.redeem(&one.mint(user, track), user, track),
+            other.redeem(&one.mint(user, track, 7), user, track),
+            Err(TicketError::Expired)
+        );
+        assert_eq!(
+            other.redeem(&one.mint(user, track, u64::MAX), user, track),
+            Ok(u64::MAX)
+        );
+        assert_eq!(
+            random.redeem(&one.mint(user, track, u64::MAX), user, track),
             Err(TicketError::Invalid)
         );
 
-        let mut forged = URL_SAFE_NO_PAD.decode(one.mint(user, track)).unwrap();
+        let mut forged = URL_SAFE_NO_PAD
+            .decode(one.mint(user, track, u64::MAX))
+            .unwrap();
         forged[40] ^= 1; // a later expiry
         let forged = URL_SAFE_NO_PAD.encode(forged);
         assert_eq!(one.redeem(&forged, user, track), Err(TicketError::Invalid));
@@ -205,7 +226,7 @@ mod tests {
     fn an_expired_ticket_is_refused_and_not_consumed() {
         let tickets = Tickets::new(None, Duration::ZERO);
         let (user, track) = (Uuid::new_v4(), Uuid::new_v4());
-        let ticket = tickets.mint(user, track);
+        let ticket = tickets.mint(user, track, u64::MAX);
         assert_eq!(
             tickets.redeem(&ticket, user, track),
             Err(TicketError::Expired)

@@ -12,6 +12,8 @@ pub struct Principal {
     pub user_id: Uuid,
     /// Service role, or the configured admin claim: may read anyone's progress.
     pub admin: bool,
+    /// The token's `exp`, in seconds since the Unix epoch: a live stream it opened ends then.
+    pub expires_at: u64,
 }
 
 impl Principal {
@@ -175,12 +177,18 @@ impl Verifier {
             }
         }
         let user_id = claim("sub").and_then(|sub| Uuid::parse_str(sub).ok());
+        // required and checked by the validation; a fractional or huge `exp` reads as far away
+        let expires_at = claims
+            .get("exp")
+            .and_then(|exp| exp.as_u64().or_else(|| exp.as_f64().map(|exp| exp as u64)))
+            .unwrap_or(u64::MAX);
         if service_role {
             // a legacy service_role key carries no `sub` and no `aud`: it is the project's
             // server, which may read anyone's progress
             return Ok(Principal {
                 user_id: user_id.unwrap_or(Uuid::nil()),
                 admin: true,
+                expires_at,
             });
         }
         let audience = match claims.get("aud") {
@@ -205,6 +213,7 @@ impl Verifier {
         Ok(Principal {
             user_id: user_id.ok_or(AuthError::Subject)?,
             admin: self.is_admin(&claims),
+            expires_at,
         })
     }
 

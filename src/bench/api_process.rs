@@ -40,6 +40,10 @@ impl ApiProcess {
             .env("API_ADDR", format!("127.0.0.1:{port}"))
             .env("API_CACHE_CAPACITY", cache_capacity.to_string())
             .env("API_CACHE_TTL_SECS", "3600")
+            // the load generator reads as a handful of learners, far past any real learner's
+            // rate; a limit this high still runs every request through the limiter
+            .env("API_RATE_LIMIT_PER_SEC", "1000000000")
+            .env("API_RATE_LIMIT_BURST", "1000000000")
             // development tokens, signed by the harness with the same public secret
             .env("LEARNING_PROGRESS_DEV", "1")
             .env("LOG_FORMAT", "json");

@@ -1,16 +1,20 @@
-//! NATS JetStream: configuration, the three streams, subjects and the CloudEvents headers.
+//! NATS JetStream: configuration, connecting, the three streams, subjects and the CloudEvents
+//! headers.
 //!
 //! Stream names and the subject prefix are configuration, so tests and several deployments can
 //! share one NATS account without overlapping subjects.
 
+mod connect;
 mod headers;
 mod publish;
 mod streams;
 
+pub use connect::{ConnectError, connect, options};
 pub use headers::{CloudEvent, cloud_event_headers, header_str};
 pub use publish::{SOURCE, is_permanent, publish_command, publish_command_copy, publish_event};
 pub use streams::{MAX_COMMAND_BYTES, StreamSetupError, delete_streams, ensure_streams};
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -71,6 +75,28 @@ pub struct NatsConfig {
     /// Stream replicas: 1 on a single server, 3 in a cluster.
     #[arg(long, env = "NATS_REPLICAS", default_value_t = 1)]
     pub replicas: usize,
+
+    /// A NATS credentials file (the user's JWT and NKey seed) for this component's role;
+    /// deploy/README.md lists what each role may do.
+    #[arg(long, env = "NATS_CREDS")]
+    pub creds: Option<PathBuf>,
+
+    /// CA certificate(s) (PEM) the server's TLS certificate must chain to; implies TLS.
+    #[arg(long, env = "NATS_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for servers that verify clients; needs `NATS_TLS_KEY`.
+    #[arg(long, env = "NATS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The client certificate's private key (PEM); needs `NATS_TLS_CERT`.
+    #[arg(
+        long,
+        env = "NATS_TLS_KEY",
+        requires = "tls_cert",
+        hide_env_values = true
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl NatsConfig {
@@ -91,7 +117,17 @@ impl NatsConfig {
             commands_max_bytes: 64 << 20,
             duplicate_window_secs: 120,
             replicas: 1,
+            creds: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
         }
+    }
+
+    /// TLS is required as soon as a CA or a client certificate is configured, so a server (or
+    /// a man in the middle) offering plain text is refused rather than trusted.
+    pub fn tls_required(&self) -> bool {
+        self.tls_ca.is_some() || self.tls_cert.is_some()
     }
 
     pub fn events_max_age(&self) -> Duration {
@@ -128,17 +164,4 @@ impl NatsConfig {
             .filter(|s| !s.is_empty())
             .collect()
     }
-}
-
-/// Connects to NATS with a name that shows up in the server's connection list.
-pub async fn connect(
-    config: &NatsConfig,
-    name: &str,
-) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::ConnectOptions::new()
-        .name(format!("learning-progress-{name}"))
-        // keep retrying a server that is down at start-up instead of failing the process
-        .retry_on_initial_connect()
-        .connect(config.servers())
-        .await
 }

@@ -27,8 +27,8 @@ pub struct WorkerDeps {
 pub enum WorkerError {
     #[error(transparent)]
     Temporal(#[from] ConnectError),
-    #[error("connecting to NATS")]
-    Nats(#[from] async_nats::ConnectError),
+    #[error(transparent)]
+    Nats(#[from] crate::messaging::ConnectError),
     #[error("opening the database pool")]
     Database(#[from] sqlx::Error),
     /// The database cannot carry the service as configured (a transaction pooler).

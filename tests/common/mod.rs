@@ -222,11 +222,25 @@ fn next_frame(buffer: &[u8]) -> Option<(usize, Option<String>)> {
 pub struct NatsServer {
     pub port: u16,
     store: std::path::PathBuf,
+    config: Option<(std::path::PathBuf, Vec<(String, String)>)>,
     child: Option<tokio::process::Child>,
 }
 
 impl NatsServer {
     pub async fn start() -> NatsServer {
+        NatsServer::start_with(None).await
+    }
+
+    /// A server that also reads the configuration file `config`, with `env` in its environment.
+    pub async fn with_config(config: &std::path::Path, env: &[(&str, &str)]) -> NatsServer {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        NatsServer::start_with(Some((config.to_owned(), env))).await
+    }
+
+    async fn start_with(config: Option<(std::path::PathBuf, Vec<(String, String)>)>) -> NatsServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -236,6 +250,7 @@ impl NatsServer {
         let mut server = NatsServer {
             port,
             store,
+            config,
             child: None,
         };
         server.restart().await;
@@ -249,7 +264,11 @@ impl NatsServer {
     /// Starts the server again on the same port and store, after `kill`.
     pub async fn restart(&mut self) {
         let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".to_owned());
-        let child = tokio::process::Command::new(&bin)
+        let mut command = tokio::process::Command::new(&bin);
+        if let Some((config, env)) = &self.config {
+            command.arg("-c").arg(config).envs(env.iter().cloned());
+        }
+        let child = command
             .args([
                 "-js",
                 "-a",

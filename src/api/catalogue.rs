@@ -1,0 +1,59 @@
+//! The track catalogue as the read side needs it: each track's unit count, cached. A track's
+//! units are fixed when it is created ([`crate::db::tracks::create_track`]), so a read never
+//! needs to ask again; the TTL only bounds how long a catalogue edited by hand stays believed.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::Metrics;
+use crate::db::progress::ProgressError;
+use crate::model::{ProgressView, UserProgress};
+
+/// How long a track's unit count is believed.
+const TRACK_TTL: Duration = Duration::from_secs(60);
+
+/// Tracks kept; a catalogue is small, this only bounds a flood of unknown track ids.
+const TRACK_CAPACITY: u64 = 10_000;
+
+/// Cheap to clone: clones share the cache.
+#[derive(Clone)]
+pub struct TrackCatalogue {
+    pool: PgPool,
+    unit_counts: moka::future::Cache<Uuid, i64>,
+    metrics: Metrics,
+}
+
+impl TrackCatalogue {
+    pub fn new(pool: PgPool, metrics: &Metrics) -> TrackCatalogue {
+        TrackCatalogue {
+            pool,
+            unit_counts: moka::future::Cache::builder()
+                .max_capacity(TRACK_CAPACITY)
+                .time_to_live(TRACK_TTL)
+                .build(),
+            metrics: metrics.clone(),
+        }
+    }
+
+    /// How many units `track` has, from the cache or one counted query.
+    pub async fn unit_count(&self, track: Uuid) -> Result<i64, ProgressError> {
+        if let Some(count) = self.unit_counts.get(&track).await {
+            return Ok(count);
+        }
+        self.metrics
+            .db_queries
+            .with_label_values(&["track_units"])
+            .inc();
+        let count = crate::db::views::unit_count(&self.pool, track).await?;
+        self.unit_counts.insert(track, count).await;
+        Ok(count)
+    }
+
+    /// `progress` as readers see it, with its track's unit count.
+    pub async fn view(&self, progress: UserProgress) -> Result<ProgressView, ProgressError> {
+        let total_units = self.unit_count(progress.track_id).await?;
+        Ok(ProgressView::new(progress, total_units))
+    }
+}
