@@ -220,3 +220,21 @@ fn the_schemas_subcommand_writes_the_schemas_and_its_check_names_a_drift() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_example_events_in_docs_events_md_validate_against_the_event_schema() {
+    let validator = validator("progress-event.schema.json");
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/events.md"))
+        .unwrap();
+    let examples: Vec<Value> = doc
+        .split("```json\n")
+        .skip(1)
+        .map(|block| serde_json::from_str(block.split("```").next().unwrap()).unwrap())
+        .collect();
+    assert_eq!(examples.len(), 4, "one example per event type");
+    for example in &examples {
+        assert_valid(&validator, example);
+        let event: ProgressEvent = serde_json::from_value(example.clone()).unwrap();
+        assert_eq!(event.version, event.progress.progress.version);
+    }
+}
