@@ -92,6 +92,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("progress-agent-{}.json", config.user)));
     let state = state::load(&state_file, config.user)?;
+    // a state file that cannot be written stops the agent now, not at its first event
+    state::save(&state_file, &state).await?;
     let filter = format!(
         "{}.evt.{}.{}",
         config.subject_prefix,

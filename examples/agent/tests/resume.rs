@@ -326,7 +326,19 @@ async fn bad_input_gets_a_clear_error_and_no_panic() {
         events_stream: "NO_SUCH_STREAM".to_owned(),
         ..nats.clone()
     };
-    let no_stream = Agent::command(&elsewhere, user, &state_file())
+    let unwritable = Agent::command(&nats, user, Path::new("/nonexistent-dir/state.json"))
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&unwritable.stderr);
+    assert_eq!(unwritable.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("writing /nonexistent-dir/state.json"),
+        "{stderr}"
+    );
+
+    let fresh = state_file();
+    let no_stream = Agent::command(&elsewhere, user, &fresh)
         .output()
         .await
         .unwrap();
@@ -334,5 +346,6 @@ async fn bad_input_gets_a_clear_error_and_no_panic() {
     assert_eq!(no_stream.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("NO_SUCH_STREAM"), "{stderr}");
     let _ = std::fs::remove_file(state);
+    let _ = std::fs::remove_file(fresh);
     common::delete_streams(&js, &nats).await;
 }
