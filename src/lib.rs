@@ -17,6 +17,7 @@
 //! - [`simulate`]: drives many learners through real workflows and checks every row.
 //! - [`all`]: worker, applier and API in one process.
 //! - [`ops`]: what operators run — dead letters.
+//! - [`schemas`]: the JSON Schemas of the command and event payloads, for agents.
 //! - [`shutdown`]: one Ctrl-C/SIGTERM token fanned out to every component.
 //! - [`telemetry`]: tracing setup.
 
@@ -30,6 +31,7 @@ pub mod db;
 pub mod messaging;
 pub mod model;
 pub mod ops;
+pub mod schemas;
 pub mod shutdown;
 pub mod simulate;
 pub mod telemetry;

@@ -14,7 +14,7 @@ use learning_progress::messaging::NatsConfig;
 use learning_progress::ops::{dlq_command, status_command};
 use learning_progress::simulate::{self, SimulateConfig};
 use learning_progress::workflow::{self, TemporalConfig, cli::Attempt, cli::Learner};
-use learning_progress::{db, shutdown, telemetry};
+use learning_progress::{db, schemas, shutdown, telemetry};
 
 /// jemalloc rather than the system allocator: with glibc, an API replica that cached 100,000
 /// snapshots held ~90 MiB more than the snapshots themselves, freed but fragmented.
@@ -152,6 +152,16 @@ enum Command {
         #[command(flatten)]
         status: status_command::StatusConfig,
     },
+    /// Write the JSON Schemas of the command and event payloads (the agents' contract), or
+    /// check that the files there are what the model types generate.
+    Schemas {
+        /// The directory to write them into (created if missing).
+        #[arg(long, default_value = schemas::DEFAULT_DIR)]
+        out: std::path::PathBuf,
+        /// Write nothing; exit 1 if a file there is missing or differs.
+        #[arg(long)]
+        check: bool,
+    },
     /// Dead letters: the commands the applier could never apply, and why.
     Dlq {
         #[command(subcommand)]
@@ -231,6 +241,7 @@ async fn main() -> std::process::ExitCode {
             | Command::Status { .. }
             | Command::Token { .. }
             | Command::Tracks { .. }
+            | Command::Schemas { .. }
     );
     telemetry::init(cli.log_format, quiet);
     match run(cli.command).await {
@@ -310,6 +321,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status { db, nats, status } => status_command::run(&db, &nats, &status).await,
+        Command::Schemas { out, check: true } => Ok(schemas::check(&out)?),
+        Command::Schemas { out, check: false } => {
+            for path in schemas::write(&out)? {
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
         Command::Dlq { command } => match command {
             DlqCommand::List { select, json, nats } => {
                 dlq_command::list(&nats, &select, json).await

@@ -1,6 +1,7 @@
 //! `ProgressCommand`: what the workflow asks the applier to do, with the exact JSON of the design.
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -8,12 +9,13 @@ use uuid::Uuid;
 ///
 /// `command_id` is deterministic (UUIDv5 of the workflow id and `seq`), so every retry of a
 /// publish carries the same id and the ledger can deduplicate it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ProgressCommand {
     pub command_id: Uuid,
     pub user_id: Uuid,
     pub track_id: Uuid,
     /// Gapless per (user, track), starting at 1.
+    #[schemars(range(min = 1, max = MAX_SEQ))]
     pub seq: i64,
     pub occurred_at: DateTime<Utc>,
     #[serde(flatten)]
@@ -21,16 +23,17 @@ pub struct ProgressCommand {
 }
 
 /// What the command does; serialized as the `type` field beside the common fields.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Action {
-    TrackStarted {
-        current_unit_id: Option<Uuid>,
-    },
+    /// The learner started the track; `current_unit_id` is where they begin.
+    TrackStarted { current_unit_id: Option<Uuid> },
+    /// The learner completed `unit_id`; `next_unit_id` is where they go next (none: the end).
     UnitCompleted {
         unit_id: Uuid,
         next_unit_id: Option<Uuid>,
     },
+    /// One attempt at the assessment of `unit_id`; 0 <= `score` <= `max_score`, `max_score` > 0.
     AssessmentRecorded {
         unit_id: Uuid,
         attempt_id: Uuid,
@@ -38,6 +41,7 @@ pub enum Action {
         max_score: f64,
         passed: bool,
     },
+    /// The learner completed the track.
     TrackCompleted {},
 }
 

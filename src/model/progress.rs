@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -18,7 +19,9 @@ use super::command::{Action, ProgressCommand};
 /// snapshot (and so every event) to a size JetStream accepts.
 pub const MAX_ATTEMPTS_PER_UNIT: usize = 100;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     InProgress,
@@ -43,7 +46,7 @@ impl Status {
 }
 
 /// One recorded attempt at an assessment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Attempt {
     pub score: f64,
     pub max_score: f64,
@@ -65,7 +68,7 @@ impl Attempt {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct UnitAttempts {
     pub attempts: BTreeMap<Uuid, Attempt>,
 }
@@ -74,7 +77,7 @@ pub struct UnitAttempts {
 pub type AssessmentResults = BTreeMap<Uuid, UnitAttempts>;
 
 /// The stored projection of one learner's progress through one track.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct UserProgress {
     pub user_id: Uuid,
     pub track_id: Uuid,

@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::progress::{UnitAttempts, UserProgress};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ProgressView {
     #[serde(flatten)]
     pub progress: UserProgress,
@@ -20,14 +21,14 @@ pub struct ProgressView {
     pub assessments: BTreeMap<Uuid, AssessmentSummary>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AssessmentSummary {
     pub attempts: usize,
     pub best: ScoredAttempt,
     pub latest: ScoredAttempt,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ScoredAttempt {
     pub attempt_id: Uuid,
     pub score: f64,
