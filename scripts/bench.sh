@@ -11,7 +11,8 @@ if ! command -v wrk >/dev/null 2>&1; then
   $SUDO apt-get install -y wrk >/dev/null 2>&1 || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y wrk >/dev/null; }
 fi
 
-cargo build --release --quiet
+# the same build as `make chaos MODE=full`, so one serves both
+cargo build --release --quiet --workspace --bins
 # the harness and the API replicas it starts log only what matters; progress goes to stderr
 export RUST_LOG="${RUST_LOG:-warn}"
-exec target/release/learning-progress bench --scale "${BENCH_SCALE:-full}" "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/learning-progress" bench --scale "${BENCH_SCALE:-full}" "$@"
