@@ -1425,6 +1425,7 @@ async fn a_change_wakes_only_the_waiters_of_its_key_and_a_key_is_watched_only_wh
     let source = Arc::new(PgSource::new(pool.clone(), &metrics));
     let cache = ProgressCache::new(&config, source, &metrics);
     let key = (user, track.id);
+    assert_eq!(cache.get(key).await.unwrap().unwrap().version(), 1);
     let mut first = cache.changes(key);
     let mut second = cache.changes(key);
     assert_eq!(cache.watched_keys(), 1);
@@ -1433,7 +1434,10 @@ async fn a_change_wakes_only_the_waiters_of_its_key_and_a_key_is_watched_only_wh
         user_id: Uuid::new_v4(),
         ..v1.clone()
     };
-    assert!(cache.apply(&event(&someone_else, 3)).await);
+    assert!(
+        !cache.apply(&event(&someone_else, 3)).await,
+        "a learner not cached is left to the database"
+    );
     assert!(
         first.next().now_or_never().is_none(),
         "woken by another key"
@@ -1584,7 +1588,9 @@ async fn a_learner_without_progress_costs_one_query_until_an_event_or_the_miss_t
         .get(&format!("{path}?min_version=1"), Some(&token))
         .await;
     assert_eq!(found.status(), StatusCode::OK);
-    assert_eq!(api.progress_queries(), 1);
+    // the event ended the remembered miss; the learner, not cached, is read from the database
+    // (an event never creates an entry: RELIABILITY.md, finding 9)
+    assert_eq!(api.progress_queries(), 2);
 
     // started without an event reaching this replica: found once the miss expires
     let other = Uuid::new_v4();
@@ -2011,4 +2017,38 @@ async fn each_role_does_its_work_with_the_documented_nats_permissions_and_no_mor
         common::ever_stored(&observer, "PROGRESS_EVENTS").await,
         events_before
     );
+}
+
+/// RELIABILITY.md, finding 9: a learner's events can reach the stream out of version order (an
+/// event announced late, after a crash), so an event must never create the entry of a learner
+/// the cache does not hold — after a clear, that pinned an old version until the TTL.
+#[sqlx::test]
+async fn a_late_event_never_puts_an_old_version_into_an_emptied_cache(pool: PgPool) {
+    let (track, user, v1) = started(&pool).await;
+    let metrics = Metrics::new();
+    let config = CacheConfig {
+        capacity: 100,
+        ttl: Duration::from_secs(3600),
+        miss_ttl: Duration::from_secs(2),
+    };
+    let cache = ProgressCache::new(
+        &config,
+        Arc::new(PgSource::new(pool.clone(), &metrics)),
+        &metrics,
+    );
+    let key = (user, track.id);
+    complete(&pool, &track, user, 0).await;
+    assert_eq!(cache.get(key).await.unwrap().unwrap().version(), 2);
+
+    // the cache empties (a NATS reconnect), then version 1's event arrives late
+    cache.clear();
+    assert!(!cache.apply(&event(&v1, 3)).await);
+    assert_eq!(
+        cache.get(key).await.unwrap().unwrap().version(),
+        2,
+        "read from the database, not pinned at the late event's version"
+    );
+    // and a cached learner ignores it as before
+    assert!(!cache.apply(&event(&v1, 3)).await);
+    assert_eq!(cache.get(key).await.unwrap().unwrap().version(), 2);
 }

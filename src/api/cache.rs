@@ -80,11 +80,6 @@ impl Snapshot {
         lz4_flex::block::decompress_size_prepended(&self.packed)
             .expect("a snapshot decompresses what it compressed")
     }
-
-    /// The same body, one allocation for both: tells an offered snapshot from a cached one.
-    fn same(&self, other: &Snapshot) -> bool {
-        self.packed.as_ptr() == other.packed.as_ptr() && self.packed.len() == other.packed.len()
-    }
 }
 
 impl From<&ProgressView> for Snapshot {
@@ -257,11 +252,7 @@ impl ProgressCache {
         match result {
             CompResult::Inserted(entry) | CompResult::ReplacedWith(entry) => {
                 let cached = entry.into_value();
-                self.inner.misses.invalidate(&key).await;
-                let watched = self.inner.watched.lock().expect("watched lock poisoned");
-                if let Some(sender) = watched.get(&key) {
-                    sender.send_replace(Some(cached.clone()));
-                }
+                self.announce(key, cached.clone()).await;
                 cached
             }
             CompResult::Unchanged(entry) => entry.into_value(),
@@ -269,18 +260,78 @@ impl ProgressCache {
         }
     }
 
+    /// A snapshot became `key`'s cached one: no longer a miss, and its waiters wake.
+    async fn announce(&self, key: Key, cached: Snapshot) {
+        self.inner.misses.invalidate(&key).await;
+        let watched = self.inner.watched.lock().expect("watched lock poisoned");
+        if let Some(sender) = watched.get(&key) {
+            sender.send_replace(Some(cached));
+        }
+    }
+
     /// Applies an event's snapshot if it is newer than the cached one; returns whether it was.
+    ///
+    /// An event may be older than the database: one announced late (by a redelivery after a
+    /// crash, or the sweep) reaches the stream after newer ones. Updating a cached learner is
+    /// safe, since only a newer version replaces the cached one, and so is landing while a
+    /// load of the learner is in flight, since the load's result, read afterwards, replaces it
+    /// when newer. Creating the entry of a learner not cached is not: it could pin an old
+    /// version until the TTL. Such a learner is read from the database next time instead (at
+    /// once, if a live stream or a `min_version` read waits on it).
     pub async fn apply(&self, event: &ProgressEvent) -> bool {
         let offered = Snapshot::new(&event.progress);
-        let cached = self.offer(offered.clone()).await;
-        let applied = cached.same(&offered);
-        let outcome = if applied { "applied" } else { "stale" };
+        let key = offered.key();
+        let loading = self
+            .inner
+            .loads
+            .lock()
+            .expect("loads lock poisoned")
+            .contains_key(&key);
+        let candidate = offered.clone();
+        let result = self
+            .inner
+            .entries
+            .entry(key)
+            .and_compute_with(|current| {
+                let op = match current {
+                    Some(current) if current.value().version() >= candidate.version() => Op::Nop,
+                    Some(_) => Op::Put(candidate),
+                    None if loading => Op::Put(candidate),
+                    None => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+        let outcome = match result {
+            CompResult::Inserted(entry) | CompResult::ReplacedWith(entry) => {
+                self.announce(key, entry.into_value()).await;
+                "applied"
+            }
+            CompResult::Unchanged(_) => "stale",
+            CompResult::StillNone(_) | CompResult::Removed(_) => {
+                self.inner.misses.invalidate(&key).await;
+                let watched = self
+                    .inner
+                    .watched
+                    .lock()
+                    .expect("watched lock poisoned")
+                    .contains_key(&key);
+                if watched {
+                    let cache = self.clone();
+                    tokio::spawn(async move {
+                        // its result reaches the waiters through `offer`
+                        let _ = cache.get(key).await;
+                    });
+                }
+                "uncached"
+            }
+        };
         self.inner
             .metrics
             .cache_events
             .with_label_values(&[outcome])
             .inc();
-        applied
+        outcome == "applied"
     }
 
     /// Forgets every snapshot, after events may have been missed (a NATS reconnect).

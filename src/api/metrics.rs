@@ -23,7 +23,8 @@ pub struct Metrics {
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
     pub cache_entries: IntGauge,
-    /// Events received, by outcome: `applied`, `stale` (not newer than the cache), `malformed`,
+    /// Events received, by outcome: `applied`, `stale` (not newer than the cache), `uncached`
+    /// (the learner is not cached: read from the database next time), `malformed`,
     /// `mismatched` (about another learner or track than the subject names).
     pub cache_events: IntCounterVec,
     /// Database queries, by query: `progress`, `progress_list`, `ping`.
