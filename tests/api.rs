@@ -1248,22 +1248,27 @@ async fn a_key_source_that_is_not_https_redirects_or_is_oversized_is_refused() {
     );
 }
 
-#[sqlx::test]
-async fn a_nats_reconnect_clears_the_cache_so_missed_events_cannot_leave_it_stale(pool: PgPool) {
-    let (nats, js) = common::isolated_nats().await;
-    let server = common::nats_url();
+/// An API whose NATS connection goes through a proxy of the test's (one that reads the NATS
+/// protocol, so it can both cut the connection and hide deliveries).
+async fn spawn_api_behind_a_proxy(pool: &PgPool, nats: &NatsConfig) -> (TestApi, common::Proxy) {
     let server: &'static str = Box::leak(
-        server
+        common::nats_url()
             .trim_start_matches("nats://")
             .to_owned()
             .into_boxed_str(),
     );
-    let proxy = common::Proxy::start(server).await;
+    let proxy = common::Proxy::nats(server).await;
     let through_proxy = NatsConfig {
         url: format!("nats://127.0.0.1:{}", proxy.port),
         ..nats.clone()
     };
-    let api = spawn_api(&pool, &through_proxy).await;
+    (spawn_api(pool, &through_proxy).await, proxy)
+}
+
+#[sqlx::test]
+async fn a_nats_reconnect_clears_the_cache_so_missed_events_cannot_leave_it_stale(pool: PgPool) {
+    let (nats, js) = common::isolated_nats().await;
+    let (api, proxy) = spawn_api_behind_a_proxy(&pool, &nats).await;
     let (track, user, _) = started(&pool).await;
     let path = progress_path(user, track.id);
     let token = token_for(user);
@@ -1290,19 +1295,7 @@ async fn a_nats_reconnect_clears_the_cache_so_missed_events_cannot_leave_it_stal
 #[sqlx::test]
 async fn an_event_this_replica_never_received_reaches_its_cache_from_the_stream(pool: PgPool) {
     let (nats, js) = common::isolated_nats().await;
-    let server = common::nats_url();
-    let server: &'static str = Box::leak(
-        server
-            .trim_start_matches("nats://")
-            .to_owned()
-            .into_boxed_str(),
-    );
-    let proxy = common::Proxy::nats(server).await;
-    let through_proxy = NatsConfig {
-        url: format!("nats://127.0.0.1:{}", proxy.port),
-        ..nats.clone()
-    };
-    let api = spawn_api(&pool, &through_proxy).await;
+    let (api, proxy) = spawn_api_behind_a_proxy(&pool, &nats).await;
     let (track, lost, _) = started(&pool).await;
     let (other_track, other, _) = started(&pool).await;
     let (lost_path, lost_token) = (progress_path(lost, track.id), token_for(lost));
