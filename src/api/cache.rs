@@ -235,29 +235,32 @@ impl ProgressCache {
     /// Caches `snapshot` unless the cached one is at least as new; returns the one that is
     /// cached afterwards (the newer of the two).
     pub async fn offer(&self, snapshot: Snapshot) -> Snapshot {
-        let key = snapshot.key();
-        let offered = snapshot.clone();
-        let result = self
-            .inner
-            .entries
-            .entry(key)
-            .and_compute_with(|current| {
-                let op = match current {
-                    Some(current) if current.value().version() >= offered.version() => Op::Nop,
-                    _ => Op::Put(offered),
-                };
-                std::future::ready(op)
-            })
-            .await;
-        match result {
+        match self.put_if_newer(snapshot.clone(), true).await {
             CompResult::Inserted(entry) | CompResult::ReplacedWith(entry) => {
                 let cached = entry.into_value();
-                self.announce(key, cached.clone()).await;
+                self.announce(snapshot.key(), cached.clone()).await;
                 cached
             }
             CompResult::Unchanged(entry) => entry.into_value(),
             CompResult::StillNone(_) | CompResult::Removed(_) => snapshot,
         }
+    }
+
+    /// Makes `snapshot` its key's cached one when it is newer than the cached one, or when
+    /// none is cached and `create` allows it: one atomic step per key.
+    async fn put_if_newer(&self, snapshot: Snapshot, create: bool) -> CompResult<Key, Snapshot> {
+        self.inner
+            .entries
+            .entry(snapshot.key())
+            .and_compute_with(|current| {
+                let op = match current {
+                    Some(current) if current.value().version() >= snapshot.version() => Op::Nop,
+                    None if !create => Op::Nop,
+                    _ => Op::Put(snapshot),
+                };
+                std::future::ready(op)
+            })
+            .await
     }
 
     /// A snapshot became `key`'s cached one: no longer a miss, and its waiters wake.
@@ -287,21 +290,7 @@ impl ProgressCache {
             .lock()
             .expect("loads lock poisoned")
             .contains_key(&key);
-        let candidate = offered.clone();
-        let result = self
-            .inner
-            .entries
-            .entry(key)
-            .and_compute_with(|current| {
-                let op = match current {
-                    Some(current) if current.value().version() >= candidate.version() => Op::Nop,
-                    Some(_) => Op::Put(candidate),
-                    None if loading => Op::Put(candidate),
-                    None => Op::Nop,
-                };
-                std::future::ready(op)
-            })
-            .await;
+        let result = self.put_if_newer(offered, loading).await;
         let outcome = match result {
             CompResult::Inserted(entry) | CompResult::ReplacedWith(entry) => {
                 self.announce(key, entry.into_value()).await;
