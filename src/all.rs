@@ -47,7 +47,11 @@ pub async fn run(config: AllConfig, shutdown: CancellationToken) -> anyhow::Resu
                 api::run(
                     &config.db,
                     &config.nats,
-                    config.api.clone(),
+                    // one process: the API reports the backlog of this applier's durable
+                    ApiConfig {
+                        applier_durable: config.applier.durable.clone(),
+                        ..config.api.clone()
+                    },
                     &config.auth,
                     shutdown.clone(),
                 )

@@ -11,7 +11,7 @@ use learning_progress::auth::{self, AuthConfig};
 use learning_progress::bench::{self, BenchConfig};
 use learning_progress::config::{DbConfig, LogFormat};
 use learning_progress::messaging::NatsConfig;
-use learning_progress::ops::{dlq_command, status_command};
+use learning_progress::ops::{dlq_command, rebuild_command, status_command};
 use learning_progress::simulate::{self, SimulateConfig};
 use learning_progress::workflow::{self, TemporalConfig, cli::Attempt, cli::Learner};
 use learning_progress::{db, schemas, shutdown, telemetry};
@@ -162,6 +162,28 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Check every progress row against the merge of its learner's ledger; exit 1 on any
+    /// difference. Reads only; safe while the service runs.
+    Verify {
+        #[command(flatten)]
+        scope: rebuild_command::ScopeArgs,
+        #[command(flatten)]
+        db: DbConfig,
+    },
+    /// Rewrite the progress rows that differ from the merge of their ledger (or are missing),
+    /// in batches, under the applier's per-learner locks, while the service runs; each
+    /// rewritten row is announced with a `rebuilt` event.
+    Rebuild {
+        #[command(flatten)]
+        scope: rebuild_command::ScopeArgs,
+        /// Print what would be rewritten, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        db: DbConfig,
+        #[command(flatten)]
+        nats: NatsConfig,
+    },
     /// Dead letters: the commands the applier could never apply, and why.
     Dlq {
         #[command(subcommand)]
@@ -242,6 +264,8 @@ async fn main() -> std::process::ExitCode {
             | Command::Token { .. }
             | Command::Tracks { .. }
             | Command::Schemas { .. }
+            | Command::Verify { .. }
+            | Command::Rebuild { .. }
     );
     telemetry::init(cli.log_format, quiet);
     match run(cli.command).await {
@@ -328,6 +352,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Verify { scope, db } => rebuild_command::verify(&db, &scope).await,
+        Command::Rebuild {
+            scope,
+            dry_run,
+            db,
+            nats,
+        } => rebuild_command::rebuild(&db, &nats, &scope, dry_run).await,
         Command::Dlq { command } => match command {
             DlqCommand::List { select, json, nats } => {
                 dlq_command::list(&nats, &select, json).await

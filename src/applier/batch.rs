@@ -279,21 +279,14 @@ fn replays(commands: &[ProgressCommand], ledger: &[LedgerEntry]) -> HashMap<Key,
 /// ledger's commands replayed in seq order, each at the time it was applied. Seq order made
 /// the original, so this is the original exactly.
 fn snapshot_at(history: &sql::History, seq: i64) -> Option<(UserProgress, DateTime<Utc>)> {
-    let mut row: Option<UserProgress> = None;
-    let mut at = None;
-    for (command, outcome, applied_at) in history.iter().filter(|(c, ..)| c.seq <= seq) {
-        if outcome == "rejected" {
-            continue;
-        }
-        row.get_or_insert_with(|| {
-            UserProgress::empty(command.user_id, command.track_id, command.occurred_at)
-        })
-        .apply(command, *applied_at);
-        if command.seq == seq {
-            at = Some(*applied_at);
-        }
-    }
-    Some((row?, at?))
+    let kept = || {
+        history
+            .iter()
+            .filter(|(command, outcome, _)| command.seq <= seq && outcome != "rejected")
+    };
+    let (.., at) = kept().find(|(command, ..)| command.seq == seq)?;
+    let row = UserProgress::replay(kept().map(|(command, _, applied_at)| (command, *applied_at)))?;
+    Some((row, *at))
 }
 
 /// A command whose id is in the ledger: the same command again, or another under its id.

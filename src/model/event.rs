@@ -12,10 +12,11 @@ use super::view::ProgressView;
 pub struct ProgressEvent {
     /// The id of the command that caused it; also the `Nats-Msg-Id`.
     pub event_id: Uuid,
-    /// The command's type, e.g. `unit_completed`.
+    /// The command's type, e.g. `unit_completed`; or what an operator did: `rebuilt` (the
+    /// row was rewritten from its ledger by `learning-progress rebuild`).
     #[serde(rename = "type")]
-    // the command schema's `type`s; tests/schemas.rs checks the two lists agree
-    #[schemars(extend("enum" = ["track_started", "unit_completed", "assessment_recorded", "track_completed"]))]
+    // the command schema's `type`s, then the operators'; tests/schemas.rs checks the lists agree
+    #[schemars(extend("enum" = ["track_started", "unit_completed", "assessment_recorded", "track_completed", "rebuilt"]))]
     pub kind: String,
     /// The progress version after the change; readers keep only the newest.
     #[schemars(range(min = 1))]

@@ -2,8 +2,12 @@
 //!
 //! - [`dlq`]: dead letters — list, show, redrive, purge ([`dlq_command`] prints them).
 //! - [`status`]: the write path's lag and failures ([`status_command`] prints them).
+//! - [`rebuild`]: `verify` and `rebuild`, every row against the merge of its ledger
+//!   ([`rebuild_command`] drives them).
 
 pub mod dlq;
 pub mod dlq_command;
+pub mod rebuild;
+pub mod rebuild_command;
 pub mod status;
 pub mod status_command;
