@@ -11,7 +11,7 @@ use learning_progress::auth::{self, AuthConfig};
 use learning_progress::bench::{self, BenchConfig};
 use learning_progress::config::{DbConfig, LogFormat};
 use learning_progress::messaging::NatsConfig;
-use learning_progress::ops::{dlq_command, rebuild_command, status_command};
+use learning_progress::ops::{dlq_command, export_command, rebuild_command, status_command};
 use learning_progress::simulate::{self, SimulateConfig};
 use learning_progress::workflow::{self, TemporalConfig, cli::Attempt, cli::Learner};
 use learning_progress::{db, schemas, shutdown, telemetry};
@@ -184,6 +184,14 @@ enum Command {
         #[command(flatten)]
         nats: NatsConfig,
     },
+    /// Write a track's progress rows as NDJSON or CSV to stdout, for reporting tools; says
+    /// on stderr which `--since` the next incremental export should use.
+    Export {
+        #[command(flatten)]
+        export: export_command::ExportArgs,
+        #[command(flatten)]
+        db: DbConfig,
+    },
     /// Dead letters: the commands the applier could never apply, and why.
     Dlq {
         #[command(subcommand)]
@@ -265,6 +273,7 @@ async fn main() -> std::process::ExitCode {
             | Command::Tracks { .. }
             | Command::Schemas { .. }
             | Command::Verify { .. }
+            | Command::Export { .. }
             | Command::Rebuild { .. }
     );
     telemetry::init(cli.log_format, quiet);
@@ -352,6 +361,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Export { export, db } => export_command::run(&db, &export).await,
         Command::Verify { scope, db } => rebuild_command::verify(&db, &scope).await,
         Command::Rebuild {
             scope,

@@ -21,6 +21,7 @@
 //!
 //! - [`progress`]: the progress routes (one snapshot, every track, a live stream).
 //! - [`me`]: the caller, as its token identifies it.
+//! - [`export`]: a track's rows, in pages, for admins' reporting tools.
 //! - [`ops`]: health, readiness, metrics and the OpenAPI document; [`lag`]: the write path's
 //!   backlog among the metrics.
 //! - [`cache`]: the snapshot cache; [`feed`]: the events that keep it fresh; [`catalogue`]: the
@@ -33,6 +34,7 @@ pub mod cache;
 mod catalogue;
 mod cors;
 mod error;
+mod export;
 pub mod feed;
 mod lag;
 pub mod limits;
@@ -210,6 +212,7 @@ pub fn router_with(state: ApiState, extra: Router<ApiState>) -> Router {
     let routes = extra
         .merge(progress::router())
         .merge(me::router())
+        .merge(export::router())
         .merge(ops::router())
         .fallback(|| async { ApiError::NoRoute })
         .layer(TimeoutLayer::with_status_code(
