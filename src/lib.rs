@@ -13,7 +13,6 @@
 //! - [`applier`]: the durable consumer that applies commands and publishes events.
 //! - [`api`]: the read service — HTTP routes, the event-fed snapshot cache, metrics.
 //! - [`auth`]: Supabase access tokens — verification (HS256 secret, JWKS keys) and dev tokens.
-//! - [`bench`]: side-by-side benchmarks (`make bench`), each figure next to its anchor.
 //! - [`simulate`]: drives many learners through real workflows and checks every row.
 //! - [`all`]: worker, applier and API in one process.
 //! - [`ops`]: what operators run — dead letters.
@@ -25,7 +24,6 @@ pub mod all;
 pub mod api;
 pub mod applier;
 pub mod auth;
-pub mod bench;
 pub mod config;
 pub mod db;
 pub mod messaging;

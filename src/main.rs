@@ -8,7 +8,6 @@ use learning_progress::all::{self, AllConfig};
 use learning_progress::api::{self, ApiConfig};
 use learning_progress::applier::{self, ApplierConfig};
 use learning_progress::auth::{self, AuthConfig};
-use learning_progress::bench::{self, BenchConfig};
 use learning_progress::config::{DbConfig, LogFormat};
 use learning_progress::messaging::NatsConfig;
 use learning_progress::ops::{dlq_command, export_command, rebuild_command, status_command};
@@ -135,8 +134,6 @@ enum Command {
         #[command(flatten)]
         auth: AuthConfig,
     },
-    /// Run the side-by-side benchmarks, print the table and write the JSON results.
-    Bench(BenchConfig),
     /// Manage the track catalogue.
     Tracks {
         #[command(subcommand)]
@@ -342,7 +339,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", auth::mint_development_token(&auth, user, admin, ttl)?);
             Ok(())
         }
-        Command::Bench(config) => bench::run(config).await,
         Command::Tracks {
             command: TracksCommand::Create { title, units, db },
         } => {
