@@ -10,12 +10,19 @@ use crate::config::DbConfig;
 use crate::messaging::NatsConfig;
 use crate::workflow::{self, TemporalConfig};
 
+#[derive(Debug, Clone, clap::Args)]
 pub struct AllConfig {
+    #[command(flatten)]
     pub db: DbConfig,
+    #[command(flatten)]
     pub nats: NatsConfig,
+    #[command(flatten)]
     pub temporal: TemporalConfig,
+    #[command(flatten)]
     pub applier: ApplierConfig,
+    #[command(flatten)]
     pub api: ApiConfig,
+    #[command(flatten)]
     pub auth: AuthConfig,
 }
 

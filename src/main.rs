@@ -35,20 +35,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the worker, the applier and the API in one process (migrates first).
-    All {
-        #[command(flatten)]
-        db: DbConfig,
-        #[command(flatten)]
-        nats: NatsConfig,
-        #[command(flatten)]
-        temporal: TemporalConfig,
-        #[command(flatten)]
-        applier: ApplierConfig,
-        #[command(flatten)]
-        api: ApiConfig,
-        #[command(flatten)]
-        auth: AuthConfig,
-    },
+    All(AllConfig),
     /// Drive N learners through real workflows, then check every row against a model.
     Simulate {
         #[command(flatten)]
@@ -286,24 +273,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::All {
-            db,
-            nats,
-            temporal,
-            applier,
-            api,
-            auth,
-        } => {
-            let config = AllConfig {
-                db,
-                nats,
-                temporal,
-                applier,
-                api,
-                auth,
-            };
-            all::run(config, shutdown::on_signal()).await
-        }
+        Command::All(config) => all::run(config, shutdown::on_signal()).await,
         Command::Simulate {
             db,
             temporal,
