@@ -15,7 +15,9 @@
 //! - [`auth`]: Supabase access tokens — verification (HS256 secret, JWKS keys) and dev tokens.
 //! - [`simulate`]: drives many learners through real workflows and checks every row.
 //! - [`all`]: worker, applier and API in one process.
-//! - [`ops`]: what operators run — dead letters.
+//! - [`ops`]: what operators run — dead letters, lag, verify and rebuild, export.
+//!
+//! `ARCHITECTURE.md` draws the processes and says where each invariant lives.
 //! - [`schemas`]: the JSON Schemas of the command and event payloads, for agents.
 //! - [`shutdown`]: one Ctrl-C/SIGTERM token fanned out to every component.
 //! - [`telemetry`]: tracing setup.
