@@ -11,7 +11,9 @@ use learning_progress::auth::{self, AuthConfig};
 use learning_progress::bench::{self, BenchConfig};
 use learning_progress::config::{DbConfig, LogFormat};
 use learning_progress::messaging::NatsConfig;
-use learning_progress::ops::{dlq_command, export_command, rebuild_command, status_command};
+use learning_progress::ops::{
+    dlq_command, erase_command, export_command, rebuild_command, status_command,
+};
 use learning_progress::simulate::{self, SimulateConfig};
 use learning_progress::workflow::{self, TemporalConfig, cli::Attempt, cli::Learner};
 use learning_progress::{db, schemas, shutdown, telemetry};
@@ -192,6 +194,19 @@ enum Command {
         #[command(flatten)]
         db: DbConfig,
     },
+    /// Erase a learner (GDPR): terminate their workflows, remove their progress, ledger,
+    /// commands, events and dead letters, and leave a tombstone that refuses their later
+    /// commands until they start again; prints what it removed.
+    Erase {
+        #[command(flatten)]
+        db: DbConfig,
+        #[command(flatten)]
+        nats: NatsConfig,
+        #[command(flatten)]
+        temporal: TemporalConfig,
+        #[command(flatten)]
+        erase: erase_command::EraseConfig,
+    },
     /// Dead letters: the commands the applier could never apply, and why.
     Dlq {
         #[command(subcommand)]
@@ -268,6 +283,7 @@ async fn main() -> std::process::ExitCode {
     let quiet = matches!(
         cli.command,
         Command::Dlq { .. }
+            | Command::Erase { .. }
             | Command::Status { .. }
             | Command::Token { .. }
             | Command::Tracks { .. }
@@ -369,6 +385,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             db,
             nats,
         } => rebuild_command::rebuild(&db, &nats, &scope, dry_run).await,
+        Command::Erase {
+            db,
+            nats,
+            temporal,
+            erase,
+        } => erase_command::run(&db, &nats, &temporal, &erase).await,
         Command::Dlq { command } => match command {
             DlqCommand::List { select, json, nats } => {
                 dlq_command::list(&nats, &select, json).await
