@@ -19,7 +19,7 @@ use learning_progress::db::tracks::{Track, create_track};
 use learning_progress::messaging::{NatsConfig, header_str, publish_command};
 use learning_progress::model::{Action, ErasedEvent, ProgressCommand};
 use learning_progress::ops::dlq::{self, Filter};
-use learning_progress::workflow::{self, TemporalConfig, WorkerDeps, client};
+use learning_progress::workflow::{self, LearningPathInput, TemporalConfig, WorkerDeps, client};
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;
@@ -437,17 +437,17 @@ async fn an_erased_learner_is_gone_everywhere_and_only_a_new_start_brings_them_b
             StatusCode::NOT_FOUND
         );
 
-        // a new start after the erasure is accepted: they begin again at version 1
-        let again = command(
-            erased,
-            first.id,
-            1,
-            Utc::now(),
-            Action::TrackStarted {
-                current_unit_id: Some(first.units[0].id),
-            },
-        );
-        publish(&js, &nats, &again).await;
+        // a new start after the erasure is accepted, through the workflow as a learner starts:
+        // the new run begins at seq 1 again, under the id the first run's seq 1 had; should
+        // JetStream still hold that id (its duplicate window), the run's reconcile brings the
+        // command in as a copy
+        let restart = LearningPathInput {
+            quiet_period_ms: 300,
+            ..LearningPathInput::new(erased, first.id, first.units.iter().map(|u| u.id).collect())
+        };
+        client::start(&temporal_client, &temporal, restart)
+            .await
+            .unwrap();
         eventually(WAIT, "the new start applied", || async {
             (rows_of(&pool, erased).await == vec![(first.id, 1)]).then_some(())
         })
