@@ -16,7 +16,7 @@
 //! - [`bench`]: side-by-side benchmarks (`make bench`), each figure next to its anchor.
 //! - [`simulate`]: drives many learners through real workflows and checks every row.
 //! - [`all`]: worker, applier and API in one process.
-//! - [`ops`]: what operators run — dead letters.
+//! - [`ops`]: what operators run — dead letters, the write path's lag, erasing a learner.
 //! - [`schemas`]: the JSON Schemas of the command and event payloads, for agents.
 //! - [`shutdown`]: one Ctrl-C/SIGTERM token fanned out to every component.
 //! - [`telemetry`]: tracing setup.

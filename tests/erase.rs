@@ -10,14 +10,18 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
-use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use futures::{FutureExt as _, StreamExt as _};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use learning_progress::api::{self, ApiConfig, ApiState};
+use learning_progress::api::{
+    self, ApiConfig, ApiState, CacheConfig, Metrics, ProgressCache, SnapshotSource,
+};
 use learning_progress::applier::{self, ApplierConfig, Seams};
 use learning_progress::auth::{AuthConfig, Verifier};
+use learning_progress::db::progress::ProgressError;
 use learning_progress::db::tracks::{Track, create_track};
 use learning_progress::messaging::{NatsConfig, header_str, publish_command};
-use learning_progress::model::{Action, ErasedEvent, ProgressCommand};
+use learning_progress::model::{Action, ErasedEvent, ProgressCommand, ProgressView, UserProgress};
 use learning_progress::ops::dlq::{self, Filter};
 use learning_progress::workflow::{self, LearningPathInput, TemporalConfig, WorkerDeps, client};
 use reqwest::StatusCode;
@@ -462,4 +466,78 @@ async fn an_erased_learner_is_gone_everywhere_and_only_a_new_start_brings_them_b
     let (worker, ()) = tokio::join!(worker, test);
     worker.expect("the worker ran and stopped cleanly");
     delete_streams(&js, &nats).await;
+}
+
+/// The learner's snapshot as the database held it before the erasure, handed out once and held
+/// until released; every later load finds nothing, as the database after the erasure.
+struct HeldSource {
+    before: std::sync::Mutex<Option<ProgressView>>,
+    loaded: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    release: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl SnapshotSource for HeldSource {
+    fn load(
+        &self,
+        _key: (Uuid, Uuid),
+    ) -> BoxFuture<'static, Result<Option<ProgressView>, ProgressError>> {
+        let before = self.before.lock().unwrap().take();
+        let loaded = self.loaded.lock().unwrap().take();
+        let release = self.release.clone();
+        async move {
+            if let Some(loaded) = loaded {
+                let _ = loaded.send(());
+                release.notified().await;
+            }
+            Ok(before)
+        }
+        .boxed()
+    }
+}
+
+#[tokio::test]
+async fn a_load_that_read_the_learner_before_the_erasure_does_not_bring_them_back() {
+    let (user, track) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut progress = UserProgress::empty(user, track, Utc::now());
+    let started = command(
+        user,
+        track,
+        1,
+        Utc::now(),
+        Action::TrackStarted {
+            current_unit_id: None,
+        },
+    );
+    assert!(progress.apply(&started, Utc::now()));
+    let (loaded_tx, loaded) = tokio::sync::oneshot::channel();
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let source = HeldSource {
+        before: std::sync::Mutex::new(Some(ProgressView::new(progress, 3))),
+        loaded: std::sync::Mutex::new(Some(loaded_tx)),
+        release: release.clone(),
+    };
+    let config = CacheConfig {
+        capacity: 100,
+        ttl: Duration::from_secs(3600),
+        miss_ttl: Duration::from_secs(2),
+    };
+    let cache = ProgressCache::new(&config, std::sync::Arc::new(source), &Metrics::new());
+    let key = (user, track);
+
+    let early = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.get(key).await.unwrap() }
+    });
+    loaded.await.unwrap(); // it has read the row the erasure is about to delete
+    cache.erase(key).await;
+    // a read after the erasure does not wait for that load: it asks again, and finds nothing
+    let late = tokio::time::timeout(Duration::from_secs(5), cache.get(key))
+        .await
+        .expect("a read after the erasure does not join the load before it");
+    assert!(late.unwrap().is_none());
+    release.notify_one();
+    // the read that asked before the erasure gets what it read; the cache keeps none of it
+    assert_eq!(early.await.unwrap().map(|s| s.version()), Some(1));
+    assert!(cache.peek(key).await.is_none());
+    assert!(cache.get(key).await.unwrap().is_none());
 }

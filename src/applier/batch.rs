@@ -416,3 +416,53 @@ fn event(
         progress: ProgressView::new(row, total_units),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+
+    fn command(seq: i64, at: DateTime<Utc>, action: Action) -> ProgressCommand {
+        ProgressCommand {
+            command_id: Uuid::new_v4(),
+            user_id: Uuid::new_v4(),
+            track_id: Uuid::new_v4(),
+            seq,
+            occurred_at: at,
+            action,
+        }
+    }
+
+    #[test]
+    fn an_erased_learner_is_taken_again_only_by_a_new_start_and_what_follows_it() {
+        let erased_at = Utc::now();
+        let (before, after) = (
+            erased_at - TimeDelta::seconds(1),
+            erased_at + TimeDelta::seconds(1),
+        );
+        let start = Action::TrackStarted {
+            current_unit_id: None,
+        };
+        let done = Action::TrackCompleted {};
+        let refused = |seq, at, action, started| {
+            refused_as_erased(&command(seq, at, action), erased_at, started).is_some()
+        };
+        assert!(refused(1, before, start.clone(), false), "from before");
+        assert!(
+            refused(1, erased_at, start.clone(), false),
+            "at the erasure"
+        );
+        assert!(
+            refused(2, before, done.clone(), true),
+            "from before, even after a start"
+        );
+        assert!(!refused(1, after, start.clone(), false), "a new start");
+        assert!(
+            refused(2, after, start, false),
+            "a start that is not the first command"
+        );
+        assert!(refused(2, after, done.clone(), false), "not started again");
+        assert!(!refused(2, after, done, true), "after the new start");
+    }
+}
