@@ -120,6 +120,8 @@ fn erase(url: &str, nats: &NatsConfig, temporal: &TemporalConfig, args: &[&str])
         .unwrap();
     Output {
         success: output.status.success(),
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
@@ -127,6 +129,8 @@ fn erase(url: &str, nats: &NatsConfig, temporal: &TemporalConfig, args: &[&str])
 #[derive(Debug)]
 struct Output {
     success: bool,
+    code: Option<i32>,
+    stdout: String,
     stderr: String,
 }
 
@@ -308,14 +312,34 @@ async fn an_erased_learner_is_gone_everywhere_and_only_a_new_start_brings_them_b
         let other_events = messages_of(&js, &nats.events_stream, other).await;
         let other_ledger = ledger_of(&pool, other).await;
 
+        // what the dry run counts of workflows is what Temporal's visibility lists, a moment
+        // behind their starts
+        eventually(
+            WAIT,
+            "visibility to list the learner's workflows",
+            || async { (running_workflows(&temporal_client, erased).await == 2).then_some(()) },
+        )
+        .await;
         // a dry run counts and changes nothing
         let dry = erase(
             &url,
             &nats,
             &temporal,
-            &["--user", &erased.to_string(), "--dry-run"],
+            &["--user", &erased.to_string(), "--dry-run", "--json"],
         );
         assert!(dry.success, "{dry:?}");
+        let found: serde_json::Value = serde_json::from_str(&dry.stdout).unwrap();
+        assert_eq!(found["tracks"].as_array().unwrap().len(), 2, "{found}");
+        assert_eq!(
+            [
+                &found["rows"],
+                &found["ledger_entries"],
+                &found["commands"],
+                &found["events"]
+            ],
+            [&json!(2), &json!(4), &json!(1), &json!(4)],
+            "{found}"
+        );
         assert!(
             dry.stderr.contains(&format!(
                 "would erase learner {erased}: 2 tracks: 2 progress rows, 4 ledger entries, \
@@ -328,9 +352,13 @@ async fn an_erased_learner_is_gone_everywhere_and_only_a_new_start_brings_them_b
         assert_eq!(messages_of(&js, &nats.events_stream, erased).await.len(), 4);
         assert_eq!(dead_letters_of(&js, &nats, erased).await.len(), 1);
         assert_eq!(api.progress(erased, first.id).await, (StatusCode::OK, 2));
+        // bad input is a clear error, with nothing changed
+        let bad = erase(&url, &nats, &temporal, &["--user", "not-a-uuid", "--yes"]);
+        assert_eq!(bad.code, Some(2), "{bad:?}");
+        assert!(bad.stderr.contains("--user"), "{bad:?}");
         // without a terminal and without --yes it refuses, and changes nothing either
         let unconfirmed = erase(&url, &nats, &temporal, &["--user", &erased.to_string()]);
-        assert!(!unconfirmed.success);
+        assert_eq!(unconfirmed.code, Some(1), "{unconfirmed:?}");
         assert!(unconfirmed.stderr.contains("pass --yes"), "{unconfirmed:?}");
         assert_eq!(rows_of(&pool, erased).await.len(), 2);
 
