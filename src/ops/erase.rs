@@ -29,6 +29,7 @@ use temporalio_client::{Client, WorkflowListOptions, WorkflowTerminateOptions};
 use uuid::Uuid;
 
 use super::dlq::{self, DlqError, Filter};
+use crate::applier::sql as applier_sql;
 use crate::messaging::{self, NatsConfig};
 use crate::model::ErasedEvent;
 use crate::workflow::{LearningPathWorkflow, workflow_id};
@@ -361,23 +362,16 @@ async fn terminate(client: &Client, id: &str) -> Result<bool, EraseError> {
 }
 
 /// Deletes the learner's rows and ledger and writes their tombstone, in one transaction under
-/// the applier's lock of each of their tracks (taken in the applier's order); returns the rows
+/// the applier's lock of each of their tracks; returns the rows
 /// and ledger entries deleted and the erasure's time.
 async fn delete_rows(
     pool: &PgPool,
     user_id: Uuid,
     tracks: &BTreeSet<Uuid>,
 ) -> Result<(u64, u64, DateTime<Utc>), sqlx::Error> {
-    let tracks: Vec<Uuid> = tracks.iter().copied().collect();
+    let keys: Vec<(Uuid, Uuid)> = tracks.iter().map(|track| (user_id, *track)).collect();
     let mut tx = pool.begin().await?;
-    sqlx::query(
-        "select pg_advisory_xact_lock(hashtextextended($1::text || t::text, 0))
-         from (select t from unnest($2::uuid[]) as t order by t) as ordered",
-    )
-    .bind(user_id)
-    .bind(&tracks)
-    .execute(&mut *tx)
-    .await?;
+    applier_sql::lock_learners(&mut tx, &keys).await?;
     let erased_at: DateTime<Utc> = sqlx::query_scalar(
         "insert into erased_learners (user_id, erased_at) values ($1, clock_timestamp())
          on conflict (user_id) do update set erased_at = excluded.erased_at
