@@ -15,7 +15,8 @@
 //! - [`auth`]: Supabase access tokens — verification (HS256 secret, JWKS keys) and dev tokens.
 //! - [`simulate`]: drives many learners through real workflows and checks every row.
 //! - [`all`]: worker, applier and API in one process.
-//! - [`ops`]: what operators run — dead letters, lag, verify and rebuild, export.
+//! - [`ops`]: what operators run — dead letters, lag, verify and rebuild, export, erasing a
+//!   learner.
 //!
 //! `ARCHITECTURE.md` draws the processes and says where each invariant lives.
 //! - [`schemas`]: the JSON Schemas of the command and event payloads, for agents.

@@ -10,7 +10,9 @@ use learning_progress::applier::{self, ApplierConfig};
 use learning_progress::auth::{self, AuthConfig};
 use learning_progress::config::{DbConfig, LogFormat};
 use learning_progress::messaging::NatsConfig;
-use learning_progress::ops::{dlq_command, export_command, rebuild_command, status_command};
+use learning_progress::ops::{
+    dlq_command, erase_command, export_command, rebuild_command, status_command,
+};
 use learning_progress::simulate::{self, SimulateConfig};
 use learning_progress::workflow::{self, TemporalConfig, cli::Attempt, cli::Learner};
 use learning_progress::{db, schemas, shutdown, telemetry};
@@ -176,6 +178,19 @@ enum Command {
         #[command(flatten)]
         db: DbConfig,
     },
+    /// Erase a learner (GDPR): terminate their workflows, remove their progress, ledger,
+    /// commands, events and dead letters, and leave a tombstone that refuses their later
+    /// commands until they start again; prints what it removed.
+    Erase {
+        #[command(flatten)]
+        db: DbConfig,
+        #[command(flatten)]
+        nats: NatsConfig,
+        #[command(flatten)]
+        temporal: TemporalConfig,
+        #[command(flatten)]
+        erase: erase_command::EraseConfig,
+    },
     /// Dead letters: the commands the applier could never apply, and why.
     Dlq {
         #[command(subcommand)]
@@ -252,6 +267,7 @@ async fn main() -> std::process::ExitCode {
     let quiet = matches!(
         cli.command,
         Command::Dlq { .. }
+            | Command::Erase { .. }
             | Command::Status { .. }
             | Command::Token { .. }
             | Command::Tracks { .. }
@@ -335,6 +351,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             db,
             nats,
         } => rebuild_command::rebuild(&db, &nats, &scope, dry_run).await,
+        Command::Erase {
+            db,
+            nats,
+            temporal,
+            erase,
+        } => erase_command::run(&db, &nats, &temporal, &erase).await,
         Command::Dlq { command } => match command {
             DlqCommand::List { select, json, nats } => {
                 dlq_command::list(&nats, &select, json).await

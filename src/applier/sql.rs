@@ -56,6 +56,20 @@ pub(crate) async fn lock_learners(
     Ok(())
 }
 
+/// When each erased learner among `keys` was erased; learners never erased are absent.
+pub(super) async fn erased_learners(
+    tx: &mut Transaction<'_, Postgres>,
+    keys: &[Key],
+) -> Result<HashMap<Uuid, DateTime<Utc>>, sqlx::Error> {
+    let users: Vec<Uuid> = keys.iter().map(|(user, _)| *user).collect();
+    let rows: Vec<(Uuid, DateTime<Utc>)> =
+        sqlx::query_as("select user_id, erased_at from erased_learners where user_id = any($1)")
+            .bind(users)
+            .fetch_all(&mut **tx)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
 pub(crate) async fn load_rows(
     tx: &mut Transaction<'_, Postgres>,
     keys: &[Key],
