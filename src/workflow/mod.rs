@@ -59,8 +59,10 @@ pub struct TemporalConfig {
     )]
     pub task_queue: String,
 
+    /// TLS and credentials; boxed, as only Temporal Cloud or a TLS frontend sets them, so the
+    /// subcommands carrying a Temporal configuration stay small.
     #[command(flatten)]
-    pub security: TemporalSecurity,
+    pub security: Box<TemporalSecurity>,
 }
 
 impl TemporalConfig {
@@ -69,7 +71,7 @@ impl TemporalConfig {
             address: address.into(),
             namespace: "default".to_owned(),
             task_queue: task_queue.into(),
-            security: TemporalSecurity::default(),
+            security: Box::default(),
         }
     }
 }
