@@ -356,3 +356,55 @@ fn the_engines_own_tools_accept_the_files_where_installed() {
         eprintln!("kubectl is not installed: kustomize build not checked by it");
     }
 }
+
+/// The dependency stage builds from the manifests alone: it must copy every workspace
+/// member's, and those with `Cargo.lock` must resolve without changing it (`--locked`).
+#[test]
+fn the_dependency_stage_copies_every_workspace_manifest_and_resolves_with_the_lockfile() {
+    let cargo = |dir: &std::path::Path, args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO"))
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "cargo {args:?} in {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output.stdout
+    };
+    let root = deploy_dir().parent().unwrap().to_owned();
+    let args = [
+        "metadata",
+        "--no-deps",
+        "--format-version",
+        "1",
+        "--offline",
+    ];
+    let metadata: serde_json::Value = serde_json::from_slice(&cargo(&root, &args)).unwrap();
+    let dockerfile = read("Dockerfile");
+    let stub = std::env::temp_dir().join(format!("lp-deps-{}", uuid::Uuid::new_v4().simple()));
+    for package in metadata["packages"].as_array().unwrap() {
+        let manifest = std::path::Path::new(package["manifest_path"].as_str().unwrap());
+        let relative = manifest.strip_prefix(&root).unwrap();
+        assert!(
+            dockerfile.contains(&format!("COPY {} ", relative.display())),
+            "the dependency stage does not copy {}",
+            relative.display()
+        );
+        let sources = stub.join(relative.parent().unwrap()).join("src");
+        std::fs::create_dir_all(&sources).unwrap();
+        std::fs::copy(manifest, stub.join(relative)).unwrap();
+        std::fs::write(sources.join("main.rs"), "fn main() {}\n").unwrap();
+        std::fs::write(sources.join("lib.rs"), "").unwrap();
+    }
+    std::fs::copy(root.join("Cargo.lock"), stub.join("Cargo.lock")).unwrap();
+    // the host's whole graph (normal, build and dev) from the stubs and the lockfile alone
+    cargo(
+        &stub,
+        &["tree", "--locked", "--offline", "-e", "normal,build,dev"],
+    );
+    std::fs::remove_dir_all(&stub).ok();
+}
