@@ -59,7 +59,7 @@ pub(crate) async fn load_rows(
     keys: &[Key],
 ) -> Result<HashMap<Key, UserProgress>, sqlx::Error> {
     let (users, tracks): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
-    // `for update` as well: a row lock beside the advisory one costs nothing and keeps the rows
+    // `for update` as well: a row lock beside the advisory one costs little and keeps the rows
     // safe from any writer that forgets the advisory lock
     let rows: Vec<ProgressRow> = sqlx::query_as(
         "select p.* from user_progress p
