@@ -17,6 +17,7 @@
 //! - [`simulate`]: drives many learners through real workflows and checks every row.
 //! - [`all`]: worker, applier and API in one process.
 //! - [`ops`]: what operators run — dead letters.
+//! - [`xapi`]: the ledger as xAPI statements — the mapping, and forwarding to an LRS.
 //! - [`schemas`]: the JSON Schemas of the command and event payloads, for agents.
 //! - [`shutdown`]: one Ctrl-C/SIGTERM token fanned out to every component.
 //! - [`telemetry`]: tracing setup.
@@ -36,3 +37,4 @@ pub mod shutdown;
 pub mod simulate;
 pub mod telemetry;
 pub mod workflow;
+pub mod xapi;

@@ -14,6 +14,7 @@ use learning_progress::messaging::NatsConfig;
 use learning_progress::ops::{dlq_command, status_command};
 use learning_progress::simulate::{self, SimulateConfig};
 use learning_progress::workflow::{self, TemporalConfig, cli::Attempt, cli::Learner};
+use learning_progress::xapi::{self, XapiConfig};
 use learning_progress::{db, schemas, shutdown, telemetry};
 
 /// jemalloc rather than the system allocator: with glibc, an API replica that cached 100,000
@@ -161,6 +162,18 @@ enum Command {
         /// Write nothing; exit 1 if a file there is missing or differs.
         #[arg(long)]
         check: bool,
+    },
+    /// Post every applied command's xAPI statement to an LRS as its event arrives, or send a
+    /// learner's or a track's history (`--backfill-user`, `--backfill-track`) and exit.
+    XapiForward {
+        #[command(flatten)]
+        db: DbConfig,
+        #[command(flatten)]
+        nats: NatsConfig,
+        #[command(flatten)]
+        xapi: XapiConfig,
+        #[command(flatten)]
+        forward: xapi::forward::ForwardConfig,
     },
     /// Dead letters: the commands the applier could never apply, and why.
     Dlq {
@@ -320,6 +333,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&track)?);
             Ok(())
         }
+        Command::XapiForward {
+            db,
+            nats,
+            xapi,
+            forward,
+        } => xapi::forward::start(&db, &nats, &xapi, &forward, shutdown::on_signal()).await,
         Command::Status { db, nats, status } => status_command::run(&db, &nats, &status).await,
         Command::Schemas { out, check: true } => Ok(schemas::check(&out)?),
         Command::Schemas { out, check: false } => {
