@@ -58,6 +58,11 @@ pub struct ForwardConfig {
     )]
     pub max_backoff_ms: u64,
 
+    /// How long an event delivered to a forwarder may stay unacknowledged before it is
+    /// delivered again (to this or another forwarder); keep it above the LRS timeout.
+    #[arg(long, env = "XAPI_ACK_WAIT_SECS", default_value_t = 90)]
+    pub xapi_ack_wait_secs: u64,
+
     /// Serve Prometheus metrics (`/metrics`) on this address; none by default.
     #[arg(long = "xapi-metrics-addr", env = "XAPI_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
@@ -80,6 +85,7 @@ impl ForwardConfig {
             xapi_durable: "xapi-forwarder".to_owned(),
             batch_size: 100,
             max_backoff_ms: 30_000,
+            xapi_ack_wait_secs: 90,
             metrics_addr: None,
             backfill_user: None,
             backfill_track: None,
@@ -136,8 +142,7 @@ pub async fn run(
                 durable_name: Some(config.xapi_durable.clone()),
                 filter_subject: nats.events_filter(),
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                // a batch that waits on a slow LRS is not redelivered behind its back
-                ack_wait: Duration::from_secs(config.lrs.lrs_timeout_secs * 2 + 30),
+                ack_wait: Duration::from_secs(config.xapi_ack_wait_secs),
                 // transient failures must never exhaust deliveries: retry for ever
                 max_deliver: -1,
                 // a few batches in flight at most per forwarder
