@@ -25,6 +25,7 @@
 //! - [`cache`]: the snapshot cache; [`feed`]: the events that keep it fresh; [`catalogue`]: the
 //!   tracks' unit counts.
 //! - [`cors`]: which browser origins may call; [`ticket`]: how a browser opens a live stream.
+//! - [`crate::xapi::view`]: the ledger as xAPI statements (`GET /xapi/statements`).
 //! - [`limits`]: what one caller may cost; [`serve`]: connections, header timeout, panics.
 
 mod auth;
@@ -142,6 +143,10 @@ pub struct ApiConfig {
     /// Longest time a client may take to send a request's headers (slow-loris guard).
     #[arg(long, env = "API_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_read_timeout_ms: u64,
+
+    /// How `GET /xapi/statements` names learners and activities (the forwarder's settings).
+    #[command(flatten)]
+    pub xapi: crate::xapi::XapiConfig,
 }
 
 impl Default for ApiConfig {
@@ -163,6 +168,7 @@ impl Default for ApiConfig {
             rate_limit_burst: 40,
             max_http_connections: 10_000,
             header_read_timeout_ms: 10_000,
+            xapi: crate::xapi::XapiConfig::default(),
         }
     }
 }
@@ -203,6 +209,7 @@ pub fn router_with(state: ApiState, extra: Router<ApiState>) -> Router {
     let routes = extra
         .merge(progress::router())
         .merge(me::router())
+        .merge(crate::xapi::view::router())
         .merge(ops::router())
         .fallback(|| async { ApiError::NoRoute })
         .layer(TimeoutLayer::with_status_code(

@@ -51,12 +51,27 @@ pub async fn applied_by_ids<'e>(
     rows.into_iter().map(record).collect()
 }
 
+/// The applied command whose statement has this id (through the ledger's index on it).
+pub async fn applied_by_statement_id<'e>(
+    db: impl PgExecutor<'e>,
+    statement_id: Uuid,
+) -> Result<Option<LedgerRecord>, sqlx::Error> {
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "{SELECT} where xapi_statement_id(l.command_id) = $1 and l.outcome = 'applied'"
+    ))
+    .bind(statement_id)
+    .fetch_optional(db)
+    .await?;
+    row.map(record).transpose()
+}
+
 /// What to select from the ledger; `None` selects everything on that axis.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub user_id: Option<Uuid>,
     pub track_id: Option<Uuid>,
-    pub command_id: Option<Uuid>,
+    /// The learner's registration on a track (`xapi_registration(user_id, track_id)`).
+    pub registration: Option<Uuid>,
     /// The unit the command names (`unit_completed`, `assessment_recorded`).
     pub unit_id: Option<Uuid>,
     /// Command types, e.g. `["unit_completed", "track_completed"]`.
@@ -91,7 +106,8 @@ pub async fn applied<'e>(
          where l.outcome = 'applied'
            and ($1::uuid is null or l.user_id = $1)
            and ($2::uuid is null or l.track_id = $2)
-           and ($3::uuid is null or l.command_id = $3)
+           and ($3::uuid is null or l.track_id = $3)
+           and ($12::uuid is null or xapi_registration(l.user_id, l.track_id) = $12)
            and ($4::text is null or l.payload->>'unit_id' = $4)
            and ($5::text[] is null or l.kind = any($5))
            and ($6::boolean is null or (l.payload->>'passed')::boolean = $6)
@@ -104,7 +120,7 @@ pub async fn applied<'e>(
     let rows: Vec<Row> = sqlx::query_as(&query)
         .bind(filter.user_id)
         .bind(filter.track_id)
-        .bind(filter.command_id)
+        .bind(filter.track_id)
         .bind(filter.unit_id.map(|unit| unit.to_string()))
         .bind(filter.kinds.as_deref())
         .bind(filter.passed)
@@ -113,6 +129,7 @@ pub async fn applied<'e>(
         .bind(after.map(|(at, _)| at))
         .bind(after.map(|(_, id)| id))
         .bind(limit)
+        .bind(filter.registration)
         .fetch_all(db)
         .await?;
     rows.into_iter().map(record).collect()

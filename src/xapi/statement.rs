@@ -1,10 +1,12 @@
 //! The mapping from an applied command to an xAPI statement: pure functions, no I/O.
 //!
-//! `docs/xapi.md` describes it, with an example of each statement. The ids are deterministic:
-//! the statement id is the UUIDv5 of the command id under [`STATEMENT_NAMESPACE`], the
-//! registration the UUIDv5 of the learner's and track's ids under [`REGISTRATION_NAMESPACE`],
-//! so the same command always gives the same statement and a resent one is a duplicate the
-//! LRS recognises.
+//! `docs/xapi.md` describes it, with an example of each statement. The ids are deterministic
+//! UUIDv8s (RFC 9562's name-based layout with SHA-256): the statement id is the first 128 bits
+//! of SHA-256(`STATEMENT_NAMESPACE` ‖ command id), the registration those of
+//! SHA-256(`REGISTRATION_NAMESPACE` ‖ user id ‖ track id), with the version and variant bits
+//! set; so the same command always gives the same statement, and a resent one is a duplicate
+//! the LRS recognises. SHA-256 rather than v5's SHA-1: PostgreSQL computes it without an
+//! extension, so the ledger is searched by statement id (`xapi_statement_id`, migrations/).
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -14,10 +16,10 @@ use uuid::Uuid;
 use super::XapiConfig;
 use crate::model::{Action, ProgressCommand};
 
-/// The namespace of statement ids: `uuid_v5(STATEMENT_NAMESPACE, command_id bytes)`.
+/// The namespace of statement ids.
 pub const STATEMENT_NAMESPACE: Uuid = Uuid::from_u128(0x6c0b_6a1e_58d4_4f0e_9a57_3a0e_2f1c_5d01);
 
-/// The namespace of registrations: `uuid_v5(REGISTRATION_NAMESPACE, user bytes ++ track bytes)`.
+/// The namespace of registrations, one per (learner, track).
 pub const REGISTRATION_NAMESPACE: Uuid = Uuid::from_u128(0x6c0b_6a1e_58d4_4f0e_9a57_3a0e_2f1c_5d02);
 
 /// ADL's verbs; `attempted` marks the start of a track (docs/xapi.md says why).
@@ -68,14 +70,24 @@ impl Statement {
 }
 
 pub fn statement_id(command_id: Uuid) -> Uuid {
-    Uuid::new_v5(&STATEMENT_NAMESPACE, command_id.as_bytes())
+    name_based(STATEMENT_NAMESPACE, &[command_id])
 }
 
 pub fn registration(user_id: Uuid, track_id: Uuid) -> Uuid {
-    let mut name = [0u8; 32];
-    name[..16].copy_from_slice(user_id.as_bytes());
-    name[16..].copy_from_slice(track_id.as_bytes());
-    Uuid::new_v5(&REGISTRATION_NAMESPACE, &name)
+    name_based(REGISTRATION_NAMESPACE, &[user_id, track_id])
+}
+
+/// UUIDv8 from SHA-256 over the namespace's and the names' bytes.
+fn name_based(namespace: Uuid, names: &[Uuid]) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(namespace.as_bytes());
+    for name in names {
+        hash.update(name.as_bytes());
+    }
+    let digest = hash.finalize();
+    let bytes: [u8; 16] = digest[..16].try_into().expect("SHA-256 has 32 bytes");
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
 /// The verb a command becomes.
@@ -360,7 +372,16 @@ mod tests {
         let mut other = record(action, None);
         other.command.command_id = Uuid::from_u128(9);
         assert_ne!(statement(&config(), &other, false).id(), once.id());
-        assert_eq!(once.id().get_version_num(), 5);
+        assert_eq!(once.id().get_version_num(), 8);
+        // the values migrations/…_xapi_statement_id.sql computes for the same ids
+        assert_eq!(
+            statement_id(Uuid::from_u128(1)).to_string(),
+            "e0a764e3-ee30-8e4c-8d38-40dc9c434497"
+        );
+        assert_eq!(
+            registration(Uuid::from_u128(2), Uuid::from_u128(3)).to_string(),
+            "3b7650c7-03af-8855-94ef-ba842149ee6e"
+        );
         assert_ne!(
             registration(Uuid::from_u128(2), Uuid::from_u128(3)),
             registration(Uuid::from_u128(3), Uuid::from_u128(2))
