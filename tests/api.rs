@@ -976,10 +976,11 @@ async fn health_metrics_and_the_openapi_document_are_served(pool: PgPool) {
         "/metrics",
         "/openapi.json",
         "/api/v1/me",
+        "/xapi/statements",
     ] {
         assert!(paths.contains_key(route), "{route} is not documented");
     }
-    assert_eq!(paths.len(), 9, "every documented path is served");
+    assert_eq!(paths.len(), 10, "every documented path is served");
     common::delete_streams(&js, &nats).await;
 }
 
