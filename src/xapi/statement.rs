@@ -387,4 +387,55 @@ mod tests {
             registration(Uuid::from_u128(3), Uuid::from_u128(2))
         );
     }
+
+    /// `docs/xapi.md` shows one statement per command type; each must be what the mapping
+    /// makes for its command, verbatim.
+    #[test]
+    fn the_documented_examples_are_the_statements_the_mapping_makes() {
+        let docs = include_str!("../../docs/xapi.md");
+        let config = XapiConfig {
+            home_page: "https://abcdefghijklmnop.supabase.co".to_owned(),
+            activity_base: "https://learn.example.com/xapi/activities".to_owned(),
+            language: "en".to_owned(),
+        };
+        let unit = Uuid::parse_str("0b6f1d4e-6a43-4d8e-9a61-5c7e0f0a2b11").unwrap();
+        let quiz = Uuid::parse_str("7d2c4f6a-1b3e-4c5d-8e9f-0a1b2c3d4e5f").unwrap();
+        let examples = [
+            (
+                Action::TrackStarted {
+                    current_unit_id: Some(unit),
+                },
+                None,
+            ),
+            (
+                Action::UnitCompleted {
+                    unit_id: unit,
+                    next_unit_id: Some(quiz),
+                },
+                Some(("Ownership", "lesson")),
+            ),
+            (
+                Action::AssessmentRecorded {
+                    unit_id: quiz,
+                    attempt_id: Uuid::parse_str("5e0c9b8a-7f6d-4e3c-9b2a-1f0e9d8c7b6a").unwrap(),
+                    score: 8.5,
+                    max_score: 10.0,
+                    passed: true,
+                },
+                Some(("Ownership quiz", "assessment")),
+            ),
+            (Action::TrackCompleted {}, None),
+        ];
+        for (seq, (action, unit)) in examples.into_iter().enumerate() {
+            let mut record = record(action, unit);
+            record.command.command_id = Uuid::from_u128(0x1f3a_0000 + seq as u128);
+            record.command.user_id =
+                Uuid::parse_str("9a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d").unwrap();
+            record.command.track_id =
+                Uuid::parse_str("3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f").unwrap();
+            record.track_title = "Rust basics".to_owned();
+            let text = serde_json::to_string_pretty(&statement(&config, &record, false)).unwrap();
+            assert!(docs.contains(&text), "docs/xapi.md lacks\n{text}");
+        }
+    }
 }
