@@ -560,12 +560,21 @@ async fn a_forwarder_killed_mid_batch_and_restarted_leaves_no_duplicate_in_the_l
     let ledger = ledger(&pool, &learners).await;
     let mut env = binary_env(&pool, &nats, &ralph).await;
     let durable = format!("xapi-{}", Uuid::new_v4().simple());
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     env.extend([
         ("XAPI_DURABLE".to_owned(), durable.clone()),
         ("XAPI_BATCH_SIZE".to_owned(), "2".to_owned()),
         // a killed forwarder's events come back soon
         ("XAPI_ACK_WAIT_SECS".to_owned(), "3".to_owned()),
         ("XAPI_LRS_TIMEOUT_SECS".to_owned(), "2".to_owned()),
+        (
+            "XAPI_METRICS_ADDR".to_owned(),
+            format!("127.0.0.1:{metrics_port}"),
+        ),
     ]);
     let spawn = || {
         forwarder(&env, &[])
@@ -598,6 +607,15 @@ async fn a_forwarder_killed_mid_batch_and_restarted_leaves_no_duplicate_in_the_l
     let mut child = spawn();
     eventually(WAIT, "every event forwarded after the kills", || async {
         (consumer_pending(&js, &nats, &durable).await == Some(0)).then_some(())
+    })
+    .await;
+    // its metrics say it caught up
+    let metrics = format!("http://127.0.0.1:{metrics_port}/metrics");
+    eventually(WAIT, "the lag metric at 0", || async {
+        let text = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
+        (text.contains("xapi_forward_lag_events 0")
+            && text.contains("xapi_statements_forwarded_total"))
+        .then_some(())
     })
     .await;
     child.start_kill().unwrap();
@@ -885,5 +903,63 @@ async fn the_view_serves_a_learner_their_own_statements_filtered_and_paged_as_xa
         assert_eq!(in_sql, statement_id(*command_id));
     }
     shutdown.cancel();
+    delete_streams(&js, &nats).await;
+}
+
+#[sqlx::test]
+async fn an_unreachable_lrs_is_retried_with_backoff_and_never_dead_letters(pool: PgPool) {
+    let ralph = Ralph::start().await;
+    let target: &'static str = ralph.base.trim_start_matches("http://").to_owned().leak();
+    let proxy = common::Proxy::start(target).await;
+    let track = create_track(&pool, "Haskell", 3).await.unwrap();
+    let learners = [Uuid::new_v4()];
+    let (nats, js) = with_learners(&pool, &track, &learners).await;
+    let ledger = ledger(&pool, &learners).await;
+
+    proxy.cut();
+    let mut lrs = ralph.lrs(XapiVersion::V1_0_3);
+    lrs.lrs_url = format!("http://127.0.0.1:{}/xAPI", proxy.port);
+    let config = ForwardConfig {
+        lrs,
+        max_backoff_ms: 300,
+        ..forward_config(&ralph, XapiVersion::V1_0_3)
+    };
+    let durable = config.xapi_durable.clone();
+    let shutdown = CancellationToken::new();
+    let metrics = Metrics::new();
+    let deps = Deps {
+        js: js.clone(),
+        pool: pool.clone(),
+        nats: nats.clone(),
+    };
+    let forwarder = tokio::spawn(forward::run(
+        deps,
+        xapi_config(),
+        config,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let failures = metrics.failures.with_label_values(&["lrs"]);
+    eventually(WAIT, "several failed attempts", || async {
+        (failures.get() >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(ralph.stored(), 0);
+    assert_eq!(common::stream_len(&js, &nats.dlq_stream).await, 0);
+    assert_eq!(consumer_pending(&js, &nats, &durable).await, Some(7));
+
+    proxy.restore();
+    eventually(
+        WAIT,
+        "every event forwarded once the LRS is back",
+        || async { (consumer_pending(&js, &nats, &durable).await == Some(0)).then_some(()) },
+    )
+    .await;
+    shutdown.cancel();
+    forwarder.await.unwrap().unwrap();
+    check_against_ledger(&ralph.statements().await, &ledger);
+    assert_eq!(ralph.stored(), 7);
+    assert_eq!(common::stream_len(&js, &nats.dlq_stream).await, 0);
+    assert_eq!(metrics.refused.get(), 0);
     delete_streams(&js, &nats).await;
 }
