@@ -395,6 +395,31 @@ async fn learners_statements_reach_a_real_lrs_once_each_matching_the_ledger_even
         .collect();
     assert_eq!(registrations.len(), learners.len());
 
+    // the read view gives the statements the LRS holds, but for what each store adds
+    let shutdown = CancellationToken::new();
+    let base = spawn_api(&pool, &nats, &shutdown).await;
+    let (status, _, body) = view(&base, &admin_token(), &[]).await;
+    assert_eq!(status, 200);
+    let strip = |statement: &Value| {
+        let mut statement = statement.clone();
+        for added in ["stored", "authority", "version"] {
+            statement.as_object_mut().unwrap().remove(added);
+        }
+        statement
+    };
+    let served: BTreeMap<String, Value> = body["statements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["id"].as_str().unwrap().to_owned(), strip(s)))
+        .collect();
+    let held: BTreeMap<String, Value> = statements
+        .iter()
+        .map(|s| (s["id"].as_str().unwrap().to_owned(), strip(s)))
+        .collect();
+    assert_eq!(served, held);
+    shutdown.cancel();
+
     // a replay of the whole stream, by a forwarder with a new durable, stores nothing twice
     let replay = ForwardConfig {
         xapi_durable: format!("xapi-{}", Uuid::new_v4().simple()),
@@ -728,6 +753,12 @@ async fn view(base: &str, token: &str, query: &[(&str, String)]) -> (u16, Header
     (status, headers, response.json().await.unwrap())
 }
 
+/// The project's service-role key, as Supabase issues it: an admin.
+fn admin_token() -> String {
+    let now = jsonwebtoken::get_current_timestamp();
+    token(json!({"iss": "supabase", "role": "service_role", "iat": now, "exp": now + 3600}))
+}
+
 fn agent(user: Uuid) -> String {
     json!({"objectType": "Agent", "account": {"homePage": xapi_config().home_page, "name": user}})
         .to_string()
@@ -878,9 +909,7 @@ async fn the_view_serves_a_learner_their_own_statements_filtered_and_paged_as_xa
     assert_eq!(status, 400);
 
     // an admin reads anyone's, or everyone's
-    let now = jsonwebtoken::get_current_timestamp();
-    let admin =
-        token(json!({"iss": "supabase", "role": "service_role", "iat": now, "exp": now + 3600}));
+    let admin = admin_token();
     let (status, _, body) = view(&base, &admin, &[("agent", agent(other))]).await;
     assert_eq!(status, 200);
     check_against_ledger(
