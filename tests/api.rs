@@ -1927,6 +1927,7 @@ async fn each_role_does_its_work_with_the_documented_nats_permissions_and_no_mor
             ("NATS_API_PASSWORD", "api-password"),
             ("NATS_APPLIER_PASSWORD", "applier-password"),
             ("NATS_WORKER_PASSWORD", "worker-password"),
+            ("NATS_XAPI_PASSWORD", "xapi-password"),
         ],
     )
     .await;

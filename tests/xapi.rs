@@ -992,3 +992,114 @@ async fn an_unreachable_lrs_is_retried_with_backoff_and_never_dead_letters(pool:
     assert_eq!(metrics.refused.get(), 0);
     delete_streams(&js, &nats).await;
 }
+
+#[sqlx::test]
+async fn the_forwarder_works_with_the_documented_nats_permissions_and_no_more(pool: PgPool) {
+    use learning_progress::messaging;
+    use learning_progress::model::{Action, ProgressCommand};
+
+    let ralph = Ralph::start().await;
+    let permissions = repo().join("deploy/nats/permissions.conf");
+    let server = common::NatsServer::with_config(
+        &permissions,
+        &[
+            ("NATS_API_PASSWORD", "api-password"),
+            ("NATS_APPLIER_PASSWORD", "applier-password"),
+            ("NATS_WORKER_PASSWORD", "worker-password"),
+            ("NATS_XAPI_PASSWORD", "xapi-password"),
+        ],
+    )
+    .await;
+    // the default stream names and subject prefix, which the file names, as user `role`
+    let as_role = |role: &str| NatsConfig {
+        url: format!("nats://{role}:{role}-password@127.0.0.1:{}", server.port),
+        subject_prefix: "progress".to_owned(),
+        commands_stream: "PROGRESS_COMMANDS".to_owned(),
+        events_stream: "PROGRESS_EVENTS".to_owned(),
+        dlq_stream: "PROGRESS_DLQ".to_owned(),
+        ..NatsConfig::isolated("", "unused")
+    };
+    let (worker_nats, applier_nats, xapi_nats) =
+        (as_role("worker"), as_role("applier"), as_role("xapi"));
+    let connect = |nats: NatsConfig, role: &'static str| async move {
+        jetstream::new(messaging::connect(&nats, role).await.unwrap())
+    };
+    let worker = connect(worker_nats.clone(), "worker").await;
+    messaging::ensure_streams(&worker, &worker_nats)
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    tokio::spawn(applier::run(
+        connect(applier_nats.clone(), "applier").await,
+        pool.clone(),
+        applier_nats,
+        ApplierConfig::default(),
+        Seams::default(),
+        shutdown.clone(),
+    ));
+    let xapi_js = connect(xapi_nats.clone(), "xapi").await;
+    let config = forward_config(&ralph, XapiVersion::V1_0_3);
+    let durable = config.xapi_durable.clone();
+    let metrics = Metrics::new();
+    let deps = Deps {
+        js: xapi_js.clone(),
+        pool: pool.clone(),
+        nats: xapi_nats.clone(),
+    };
+    let forwarder = tokio::spawn(forward::run(
+        deps,
+        xapi_config(),
+        config,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    let track = create_track(&pool, "Permissions", 1).await.unwrap();
+    let user = Uuid::new_v4();
+    let actions = [
+        Action::TrackStarted {
+            current_unit_id: Some(track.units[0].id),
+        },
+        Action::TrackCompleted {},
+    ];
+    for (seq, action) in actions.into_iter().enumerate() {
+        let command = ProgressCommand {
+            command_id: Uuid::new_v4(),
+            user_id: user,
+            track_id: track.id,
+            seq: seq as i64 + 1,
+            occurred_at: Utc::now(),
+            action,
+        };
+        messaging::publish_command(&worker, &worker_nats, &command)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    eventually(WAIT, "both statements in the LRS", || async {
+        (ralph.statements().await.len() == 2).then_some(())
+    })
+    .await;
+    check_against_ledger(&ralph.statements().await, &ledger(&pool, &[user]).await);
+    // and acknowledged: nothing left pending
+    eventually(WAIT, "both events acknowledged", || async {
+        (consumer_pending(&xapi_js, &xapi_nats, &durable).await == Some(0)).then_some(())
+    })
+    .await;
+    assert!(!forwarder.is_finished(), "the forwarder runs");
+
+    // the forwarder may not announce progress
+    let published = tokio::time::timeout(Duration::from_secs(2), async {
+        xapi_js
+            .publish(xapi_nats.event_subject(user, track.id), "{}".into())
+            .await?
+            .await
+    })
+    .await;
+    assert!(
+        !matches!(published, Ok(Ok(_))),
+        "the forwarder published an event"
+    );
+}
