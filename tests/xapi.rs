@@ -610,7 +610,7 @@ async fn a_forwarder_killed_mid_batch_and_restarted_leaves_no_duplicate_in_the_l
     };
 
     // SIGKILL while a batch is delivered and unacknowledged, as often as it takes (up to five)
-    let mut killed_mid_batch = 0;
+    let (mut kills, mut killed_mid_batch) = (0, 0);
     for _ in 0..5 {
         let before = ralph.stored();
         if before >= ledger.len() {
@@ -623,12 +623,18 @@ async fn a_forwarder_killed_mid_batch_and_restarted_leaves_no_duplicate_in_the_l
         .await;
         child.start_kill().unwrap();
         child.wait().await.unwrap();
+        kills += 1;
         let info = consumer_info(&js, &nats, &durable).await.unwrap();
         if info.num_ack_pending > 0 {
             killed_mid_batch += 1;
         }
     }
     assert!(killed_mid_batch > 0, "no kill hit a batch in flight");
+    eprintln!(
+        "{kills} SIGKILLs, {killed_mid_batch} with events delivered and unacknowledged, {} of {} statements stored by then",
+        ralph.stored(),
+        ledger.len()
+    );
     let mut child = spawn();
     eventually(WAIT, "every event forwarded after the kills", || async {
         (consumer_pending(&js, &nats, &durable).await == Some(0)).then_some(())
