@@ -484,6 +484,15 @@ async fn a_statement_the_lrs_refuses_is_dead_lettered_with_its_answer_and_the_re
         "object": { "objectType": "Activity", "id": "https://elsewhere.example/page" },
     });
     assert!(ralph.post(&squatter).await.is_success());
+    // an erasure's tombstone on the events stream announces no command: no statement, and no
+    // dead letter either
+    let erased =
+        learning_progress::model::ErasedEvent::new(Uuid::new_v4(), track.id, 3, Utc::now());
+    learning_progress::messaging::publish_erased(&js, &nats, &erased)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 
     let config = forward_config(&ralph, XapiVersion::V1_0_3);
     let durable = config.xapi_durable.clone();
@@ -509,6 +518,7 @@ async fn a_statement_the_lrs_refuses_is_dead_lettered_with_its_answer_and_the_re
         .collect();
     check_against_ledger(&ours, &rest);
 
+    assert_eq!(common::stream_len(&js, &nats.dlq_stream).await, 1);
     let dead = common::read_stream(&js, &nats.dlq_stream, 1, WAIT).await;
     let headers = dead[0].headers.as_ref();
     assert_eq!(header_str(headers, "lp-dlq-reason"), Some(forward::REFUSED));

@@ -8,7 +8,6 @@ use uuid::Uuid;
 
 use super::{Forwarder, MALFORMED, REFUSED};
 use crate::applier::dead_letter_from;
-use crate::model::ProgressEvent;
 use crate::xapi::lrs::PostError;
 use crate::xapi::{Statement, ledger, statement};
 
@@ -33,12 +32,19 @@ impl Transient {
     }
 }
 
+/// What the forwarder reads of an event: which command it announces. Events of no applied
+/// command (`rebuilt`, `erased`) find no ledger row and make no statement.
+#[derive(serde::Deserialize)]
+struct Announced {
+    event_id: Uuid,
+}
+
 impl Forwarder {
     pub(crate) async fn forward(&self, batch: &[Message]) -> Result<(), Transient> {
         // the messages of each command: a redelivered event may sit beside its first delivery
         let mut messages: HashMap<Uuid, Vec<&Message>> = HashMap::new();
         for message in batch {
-            match serde_json::from_slice::<ProgressEvent>(&message.payload) {
+            match serde_json::from_slice::<Announced>(&message.payload) {
                 Ok(event) => messages.entry(event.event_id).or_default().push(message),
                 Err(error) => {
                     self.dead_letter(message, MALFORMED, &error.to_string())
