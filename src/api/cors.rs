@@ -13,7 +13,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::ApiConfig;
 use super::progress::BEHIND_HEADER;
-use crate::xapi::view as xapi;
+use super::xapi;
 
 /// How long a browser may reuse a preflight's answer.
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);

@@ -27,7 +27,7 @@
 //! - [`cache`]: the snapshot cache; [`feed`]: the events that keep it fresh; [`catalogue`]: the
 //!   tracks' unit counts.
 //! - [`cors`]: which browser origins may call; [`ticket`]: how a browser opens a live stream.
-//! - [`crate::xapi::view`]: the ledger as xAPI statements (`GET /xapi/statements`).
+//! - [`xapi`]: the ledger as xAPI statements (`GET /xapi/statements`, `docs/xapi.md`).
 //! - [`limits`]: what one caller may cost; [`serve`]: connections, header timeout, panics.
 
 mod auth;
@@ -46,6 +46,7 @@ mod progress;
 mod serve;
 mod state;
 mod ticket;
+mod xapi;
 
 pub use cache::{CacheConfig, Changes, PgSource, ProgressCache, Snapshot, SnapshotSource};
 pub use catalogue::TrackCatalogue;
@@ -219,7 +220,7 @@ pub fn router_with(state: ApiState, extra: Router<ApiState>) -> Router {
         .merge(progress::router())
         .merge(me::router())
         .merge(export::router())
-        .merge(crate::xapi::view::router())
+        .merge(xapi::router())
         .merge(ops::router())
         .fallback(|| async { ApiError::NoRoute })
         .layer(TimeoutLayer::with_status_code(

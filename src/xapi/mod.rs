@@ -6,14 +6,15 @@
 //! - [`lrs`]: posting statements to a Learning Record Store.
 //! - [`forward`]: the `xapi-forward` subcommand — follows the events and posts their
 //!   statements to an LRS, or backfills a learner's or a track's history.
-//! - [`view`]: `GET /xapi/statements`, statements read from the ledger, in the API.
+//!
+//! The API serves the same statements from the ledger: `GET /xapi/statements`
+//! ([`crate::api`]'s `xapi` routes).
 
 mod config;
 pub mod forward;
 pub mod ledger;
 pub mod lrs;
 pub mod statement;
-pub mod view;
 
 pub use config::XapiConfig;
 pub use statement::{LedgerRecord, Statement};

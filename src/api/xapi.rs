@@ -20,10 +20,10 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::ledger::{self, Filter, Position};
-use super::statement::{self, timestamp, verbs};
-use crate::api::{ApiError, ApiState};
+use super::{ApiError, ApiState};
 use crate::auth::Principal;
+use crate::xapi::ledger::{self, Filter, Position};
+use crate::xapi::statement::{self, timestamp, verbs};
 
 pub const VERSION_HEADER: &str = "x-experience-api-version";
 pub const CONSISTENT_THROUGH_HEADER: &str = "x-experience-api-consistent-through";
