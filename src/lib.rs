@@ -17,6 +17,8 @@
 //! - [`all`]: worker, applier and API in one process.
 //! - [`ops`]: what operators run — dead letters, lag, verify and rebuild, export, erasing a
 //!   learner.
+//! - [`xapi`]: the ledger as xAPI statements — the mapping, the read view, forwarding to an
+//!   LRS.
 //!
 //! `ARCHITECTURE.md` draws the processes and says where each invariant lives.
 //! - [`schemas`]: the JSON Schemas of the command and event payloads, for agents.
@@ -37,3 +39,4 @@ pub mod shutdown;
 pub mod simulate;
 pub mod telemetry;
 pub mod workflow;
+pub mod xapi;

@@ -15,6 +15,7 @@ use learning_progress::ops::{
 };
 use learning_progress::simulate::{self, SimulateConfig};
 use learning_progress::workflow::{self, TemporalConfig, cli::Attempt, cli::Learner};
+use learning_progress::xapi::{self, XapiConfig};
 use learning_progress::{db, schemas, shutdown, telemetry};
 
 /// jemalloc rather than the system allocator: with glibc, an API replica that cached 100,000
@@ -191,6 +192,18 @@ enum Command {
         #[command(flatten)]
         erase: erase_command::EraseConfig,
     },
+    /// Post every applied command's xAPI statement to an LRS as its event arrives, or send a
+    /// learner's or a track's history (`--backfill-user`, `--backfill-track`) and exit.
+    XapiForward {
+        #[command(flatten)]
+        db: DbConfig,
+        #[command(flatten)]
+        nats: NatsConfig,
+        #[command(flatten)]
+        xapi: XapiConfig,
+        #[command(flatten)]
+        forward: xapi::forward::ForwardConfig,
+    },
     /// Dead letters: the commands the applier could never apply, and why.
     Dlq {
         #[command(subcommand)]
@@ -335,6 +348,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&track)?);
             Ok(())
         }
+        Command::XapiForward {
+            db,
+            nats,
+            xapi,
+            forward,
+        } => xapi::forward::start(&db, &nats, &xapi, &forward, shutdown::on_signal()).await,
         Command::Status { db, nats, status } => status_command::run(&db, &nats, &status).await,
         Command::Schemas { out, check: true } => Ok(schemas::check(&out)?),
         Command::Schemas { out, check: false } => {

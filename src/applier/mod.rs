@@ -30,7 +30,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 pub use config::ApplierConfig;
-pub use dlq::MAX_ERROR_BYTES;
+pub use dlq::{MAX_ERROR_BYTES, dead_letter_from};
 
 use crate::messaging::{self, NatsConfig};
 use pipeline::{Applier, Pipeline};
