@@ -21,6 +21,7 @@ pub mod sql;
 mod track_units;
 
 use std::sync::Arc;
+#[cfg(feature = "test-seams")]
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -35,11 +36,26 @@ pub use dlq::{MAX_ERROR_BYTES, dead_letter_from};
 use crate::messaging::{self, NatsConfig};
 use pipeline::{Applier, Pipeline};
 
-/// Points where a test can make the applier stop as if the process had died.
+/// Points where a test can make the applier stop as if the process had died. Built only with
+/// the `test-seams` feature, which the crate's own tests turn on (its dev-dependency on
+/// itself); in the service's binary this is an empty struct and the checks compile away.
 #[derive(Debug, Clone, Default)]
 pub struct Seams {
     /// When set, the applier returns right after a commit, before publishing or acking.
+    #[cfg(feature = "test-seams")]
     pub halt_after_commit: Arc<AtomicBool>,
+}
+
+impl Seams {
+    fn halts_after_commit(&self) -> bool {
+        #[cfg(feature = "test-seams")]
+        {
+            self.halt_after_commit
+                .load(std::sync::atomic::Ordering::SeqCst)
+        }
+        #[cfg(not(feature = "test-seams"))]
+        false
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind, Message};
@@ -168,7 +167,7 @@ impl Applier {
                 }
             }
         };
-        if self.seams.halt_after_commit.load(Ordering::SeqCst) {
+        if self.seams.halts_after_commit() {
             return Err(ApplierError::Halted);
         }
         let commit_ms = started.elapsed().as_secs_f64() * 1e3;
