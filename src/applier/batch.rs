@@ -78,12 +78,14 @@ pub(super) async fn apply_batch(
     turn.taken();
     let ledger = sql::load_ledger(&mut tx, commands).await?;
     let histories = sql::histories(&mut tx, &replays(commands, &ledger)).await?;
+    // before the rows: a change of a track's units locks the track, then its learners' rows
+    let units = track_units.for_batch(&mut tx, commands).await?;
     let read = Read {
         rows: sql::load_rows(&mut tx, &keys).await?,
         applied_through: sql::applied_through(&mut tx, &keys).await?,
         ledger,
         histories,
-        units: track_units.for_batch(&mut tx, commands).await?,
+        units,
     };
     let decided = decide(commands, read, now);
     let changed: Vec<&UserProgress> = decided.changed.iter().map(|k| &decided.rows[k]).collect();

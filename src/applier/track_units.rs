@@ -1,8 +1,11 @@
 //! The unit sets of the tracks seen so far, so a batch does not read them every time.
 //!
-//! Tracks are a small catalogue whose units do not change under a running path; a set that
-//! would reject a command is re-read first, so a unit added to a track is never refused
-//! because of a stale set.
+//! A track's units change (`tracks add-unit`, `remove-unit`) only with its `units_version`,
+//! in a transaction holding the track's row `for update`. Each batch reads its tracks'
+//! versions `for key share` before it locks its learners' rows, and re-reads a set whose
+//! version moved: a batch judges units against the catalogue as committed, a change waits for
+//! the batches judging against the old one, and neither waits for the other while holding
+//! what the other needs. A set that would reject a command is re-read too.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -15,9 +18,12 @@ use crate::model::ProgressCommand;
 
 pub(super) type UnitSets = HashMap<Uuid, Arc<HashSet<Uuid>>>;
 
+/// A track's unit set with the `units_version` it was read at.
+type Versioned = (i64, Arc<HashSet<Uuid>>);
+
 #[derive(Debug, Default)]
 pub(super) struct TrackUnits {
-    known: Mutex<UnitSets>,
+    known: Mutex<HashMap<Uuid, Versioned>>,
 }
 
 impl TrackUnits {
@@ -28,13 +34,28 @@ impl TrackUnits {
         tx: &mut Transaction<'_, Postgres>,
         commands: &[ProgressCommand],
     ) -> Result<UnitSets, sqlx::Error> {
+        let mut tracks: Vec<Uuid> = commands.iter().map(|c| c.track_id).collect();
+        tracks.sort_unstable();
+        tracks.dedup();
+        let versions: HashMap<Uuid, i64> = sqlx::query_as::<_, (Uuid, i64)>(
+            "select id, units_version from learning_tracks where id = any($1)
+             order by id for key share",
+        )
+        .bind(&tracks)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
         let mut sets = UnitSets::new();
         let mut read: HashSet<Uuid> = HashSet::new();
         {
             let known = self.known.lock().expect("track units lock poisoned");
             for command in commands {
                 match known.get(&command.track_id) {
-                    Some(units) if check_units(command, Some(units)).is_ok() => {
+                    Some((version, units))
+                        if versions.get(&command.track_id) == Some(version)
+                            && check_units(command, Some(units)).is_ok() =>
+                    {
                         sets.insert(command.track_id, units.clone());
                     }
                     _ => {
@@ -50,13 +71,13 @@ impl TrackUnits {
         let fresh = tracks::unit_sets(&mut **tx, &read).await?;
         let mut known = self.known.lock().expect("track units lock poisoned");
         for track in read {
-            match fresh.get(&track) {
-                Some(units) => {
+            match (fresh.get(&track), versions.get(&track)) {
+                (Some(units), Some(version)) => {
                     let units = Arc::new(units.clone());
-                    known.insert(track, units.clone());
+                    known.insert(track, (*version, units.clone()));
                     sets.insert(track, units);
                 }
-                None => {
+                _ => {
                     known.remove(&track);
                     sets.remove(&track);
                 }
