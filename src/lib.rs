@@ -17,6 +17,7 @@
 //! - [`simulate`]: drives many learners through real workflows and checks every row.
 //! - [`all`]: worker, applier and API in one process.
 //! - [`ops`]: what operators run — dead letters.
+//! - [`track_changes`]: units added to, removed from or moved within a track learners are on.
 //! - [`schemas`]: the JSON Schemas of the command and event payloads, for agents.
 //! - [`shutdown`]: one Ctrl-C/SIGTERM token fanned out to every component.
 //! - [`telemetry`]: tracing setup.
@@ -35,4 +36,5 @@ pub mod schemas;
 pub mod shutdown;
 pub mod simulate;
 pub mod telemetry;
+pub mod track_changes;
 pub mod workflow;
