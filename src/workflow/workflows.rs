@@ -432,6 +432,9 @@ impl LearningPathWorkflow {
         _ctx: &WorkflowContextView,
         input: &UnitCompleted,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if self.units_unknown(input.unit_id) {
+            return Ok(());
+        }
         self.check_unit_update(input.unit_id)?;
         Ok(())
     }
@@ -462,6 +465,9 @@ impl LearningPathWorkflow {
         _ctx: &WorkflowContextView,
         input: &AssessmentRecorded,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if self.units_unknown(input.unit_id) {
+            return Ok(());
+        }
         self.check_assessment_update(input)?;
         Ok(())
     }
@@ -728,6 +734,13 @@ impl LearningPathWorkflow {
         if let Some(time) = time {
             self.inbox.push_back(inbound(time.into()));
         }
+    }
+
+    /// A unit the run cannot judge yet: outside the list it was started with, before it read
+    /// the catalogue's (which may have the unit, if the track changed since). The update
+    /// handler judges it once the run has resumed.
+    fn units_unknown(&self, unit_id: Uuid) -> bool {
+        !self.started && !self.input.unit_ids.contains(&unit_id)
     }
 
     /// Takes a newer unit list of the track; returns whether it was newer.
