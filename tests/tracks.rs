@@ -808,3 +808,148 @@ async fn a_running_path_accepts_an_added_unit_and_refuses_a_removed_one(pool: Pg
     })
     .await;
 }
+
+#[sqlx::test]
+async fn a_path_whose_open_units_are_all_removed_completes_the_track(pool: PgPool) {
+    let track = create_track(&pool, "Shortened", 3).await.unwrap();
+    let units: Vec<Uuid> = track.units.iter().map(|u| u.id).collect();
+    let user = Uuid::new_v4();
+    let db = pool.clone();
+    with_worker(pool.clone(), |temporal, config, nats, _js| async move {
+        client::start_track(&temporal, &config, &db, user, track.id)
+            .await
+            .unwrap();
+        client::complete_unit(&temporal, user, track.id, units[0])
+            .await
+            .unwrap();
+        client::complete_unit(&temporal, user, track.id, units[1])
+            .await
+            .unwrap();
+        eventually(WAIT, "two units in the projection", || async {
+            get_user_progress(&db, user, track.id)
+                .await
+                .unwrap()
+                .filter(|p| p.completed_unit_ids.len() == 2)
+        })
+        .await;
+        let last = units[2].to_string();
+        let removed = change(
+            &db,
+            &nats,
+            &[
+                "tracks",
+                "remove-unit",
+                "--track",
+                &track.id.to_string(),
+                "--unit",
+                &last,
+            ],
+        )
+        .await;
+        assert_eq!(removed["paths"]["signalled"], 1, "{removed}");
+        let done = eventually(WAIT, "the path completing the track", || async {
+            get_user_progress(&db, user, track.id)
+                .await
+                .unwrap()
+                .filter(|p| p.status == Status::Completed)
+        })
+        .await;
+        assert!(done.completed_at.is_some());
+        let outcome = tokio::time::timeout(WAIT, client::result(&temporal, user, track.id))
+            .await
+            .expect("the path ended")
+            .unwrap();
+        assert!(outcome.unreconciled_seqs.is_empty());
+    })
+    .await;
+}
+
+#[sqlx::test]
+async fn a_path_started_with_the_units_before_a_change_takes_the_catalogue_s(pool: PgPool) {
+    let track = create_track(&pool, "Stale start", 2).await.unwrap();
+    let stale: Vec<Uuid> = track.units.iter().map(|u| u.id).collect();
+    let user = Uuid::new_v4();
+    let db = pool.clone();
+    with_worker(pool.clone(), |temporal, config, nats, _js| async move {
+        // the caller read the units, then the track changed before the path started
+        let added = change(
+            &db,
+            &nats,
+            &["tracks", "add-unit", "--track", &track.id.to_string()],
+        )
+        .await;
+        let unit: Uuid = serde_json::from_value(added["unit_id"].clone()).unwrap();
+        let input = workflow::LearningPathInput::new(user, track.id, stale.clone());
+        client::start(&temporal, &config, input).await.unwrap();
+        let view = client::complete_unit(&temporal, user, track.id, unit)
+            .await
+            .unwrap();
+        assert_eq!(view.unit_ids, [stale[0], stale[1], unit]);
+    })
+    .await;
+}
+
+/// A track with many learners is rewritten in batches, with progress lines, and every learner
+/// gets exactly one event.
+#[sqlx::test]
+async fn a_large_track_is_rewritten_in_batches_with_progress_lines(pool: PgPool) {
+    let (nats, js) = isolated_nats().await;
+    let track = create_track(&pool, "Popular", 4).await.unwrap();
+    let learners = 2_500;
+    sqlx::query(
+        "insert into user_progress (user_id, track_id, current_unit_id, completed_unit_ids)
+         select gen_random_uuid(), $1, $2, array[$3::uuid] from generate_series(1, $4)",
+    )
+    .bind(track.id)
+    .bind(track.units[1].id)
+    .bind(track.units[0].id)
+    .bind(learners)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let events_before = stream_len(&js, &nats.events_stream).await;
+    let output = cli(
+        &pool,
+        &nats,
+        &[
+            "tracks",
+            "remove-unit",
+            "--track",
+            &track.id.to_string(),
+            "--unit",
+            &track.units[1].id.to_string(),
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let progress_lines = stderr(&output);
+    for line in [
+        "learners rewritten 1000/2500",
+        "learners rewritten 2500/2500",
+        "events published 2500/2500",
+        "paths told 2500/2500",
+    ] {
+        assert!(progress_lines.contains(line), "{line}: {progress_lines}");
+    }
+    let summary = stdout(&output);
+    assert!(
+        summary.contains("2500 learners rewritten (0 completions dropped, 0 reopened, 2500 current units moved); 2500 events published; 0 running paths told, 2500 not running, 0 failed"),
+        "{summary}"
+    );
+    assert_eq!(summary.lines().count(), 1);
+    assert_eq!(
+        stream_len(&js, &nats.events_stream).await,
+        events_before + learners as u64
+    );
+    let moved: i64 = sqlx::query_scalar(
+        "select count(*) from user_progress
+         where track_id = $1 and current_unit_id = $2 and version = 2",
+    )
+    .bind(track.id)
+    .bind(track.units[2].id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(moved, learners as i64);
+    delete_streams(&js, &nats).await;
+}
