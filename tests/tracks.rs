@@ -924,16 +924,16 @@ async fn a_large_track_is_rewritten_in_batches_with_progress_lines(pool: PgPool)
     assert!(output.status.success(), "{}", stderr(&output));
     let progress_lines = stderr(&output);
     for line in [
-        "learners rewritten 1000/2500",
-        "learners rewritten 2500/2500",
-        "events published 2500/2500",
-        "paths told 2500/2500",
+        "learners rewritten 1000/2500 (",
+        "learners rewritten 2500/2500 (",
+        "events published 2500/2500 (",
+        "paths told 2500/2500 (",
     ] {
         assert!(progress_lines.contains(line), "{line}: {progress_lines}");
     }
     let summary = stdout(&output);
     assert!(
-        summary.contains("2500 learners rewritten (0 completions dropped, 0 reopened, 2500 current units moved); 2500 events published; 0 running paths told, 2500 not running, 0 failed"),
+        summary.contains("2500 learners rewritten (0 completions dropped, 0 reopened, 2500 current units moved); 2500 events published; 0 running paths told, 2500 in progress without one, 0 failed"),
         "{summary}"
     );
     assert_eq!(summary.lines().count(), 1);

@@ -188,7 +188,7 @@ async fn change_track(
         reopen,
         run.dry_run,
         &mut |done, total| {
-            eprintln!("learners rewritten {done}/{total}");
+            eprintln!("learners rewritten {done}/{total} ({})", since(started));
         },
     )
     .await?;
@@ -202,7 +202,13 @@ async fn change_track(
         &services.nats,
         track,
         applied.units_version,
-        &mut |done| eprintln!("events published {done}/{}", applied.learners),
+        &mut |done| {
+            eprintln!(
+                "events published {done}/{} ({})",
+                applied.learners,
+                since(started)
+            )
+        },
     )
     .await
     .context("the change is committed; the applier's sweep publishes its events")?;
@@ -212,7 +218,7 @@ async fn change_track(
         track,
         applied.units_version,
         &applied.unit_ids,
-        &mut |done, total| eprintln!("paths told {done}/{total}"),
+        &mut |done, total| eprintln!("paths told {done}/{total} ({})", since(started)),
     )
     .await
     .with_context(|| format!("the change is committed; run `tracks notify --track {track}`"))?;
@@ -255,7 +261,8 @@ fn print_summary(
     } else {
         println!(
             "{what} of track {} ({} units, units version {}); {learners}; {events_published} \
-             events published; {} running paths told, {} not running, {} failed in {:.1}s",
+             events published; {} running paths told, {} in progress without one, {} failed \
+             in {:.1}s",
             applied.track_id,
             applied.unit_ids.len(),
             applied.units_version,
@@ -266,6 +273,11 @@ fn print_summary(
         );
     }
     Ok(())
+}
+
+/// The time since `started`, for progress lines.
+fn since(started: Instant) -> String {
+    format!("{:.1}s", started.elapsed().as_secs_f64())
 }
 
 /// An error when some running path was not told: it would accept a removed unit.
@@ -325,12 +337,12 @@ pub async fn notify(args: &Notify) -> anyhow::Result<()> {
         args.track,
         units_version,
         &unit_ids,
-        &mut |done, total| eprintln!("paths told {done}/{total}"),
+        &mut |done, total| eprintln!("paths told {done}/{total} ({})", since(started)),
     )
     .await?;
     println!(
         "told the units of track {} ({} units, units version {units_version}): {} running paths \
-         told, {} not running, {} failed in {:.1}s",
+         told, {} in progress without one, {} failed in {:.1}s",
         args.track,
         unit_ids.len(),
         paths.signalled,

@@ -1,9 +1,11 @@
 //! Telling the running `LearningPathWorkflow`s of a track's learners its new unit list
 //! (signal `track_units_changed`), so a path accepts a new unit and refuses a removed one.
 //!
-//! A path started later reads the list from the catalogue as it starts (`resume_progress`), and
-//! a signal carrying an older list than the path holds is ignored, so telling a learner twice,
-//! or late, is harmless: `tracks notify` tells them all again.
+//! Only learners whose track is in progress are told: a path publishes `track_completed` before
+//! the projection shows it, so a learner completed there has a path that accepts no unit any
+//! more (or none at all). A path started later reads the list from the catalogue as it starts
+//! (`resume_progress`), and a signal carrying an older list than the path holds is ignored, so
+//! telling a learner twice, or late, is harmless: `tracks notify` tells them all again.
 
 use futures::StreamExt as _;
 use sqlx::PgPool;
@@ -23,14 +25,14 @@ const PAGE: i64 = 1_000;
 pub struct Notified {
     /// Running paths told the new list.
     pub signalled: usize,
-    /// Learners with no running path (finished, or never started one here).
+    /// Learners in progress with no running path (stopped, or never started one here).
     pub not_running: usize,
     /// Learners whose path could not be told; `first_error` says why.
     pub failed: usize,
     pub first_error: Option<String>,
 }
 
-/// Signals the path of every learner with progress on `track`. `progress(done, total)` is
+/// Signals the path of every learner in progress on `track`. `progress(done, total)` is
 /// called after each page of learners.
 pub async fn notify_learners(
     temporal: &Client,
@@ -40,15 +42,18 @@ pub async fn notify_learners(
     unit_ids: &[Uuid],
     progress: &mut (dyn FnMut(usize, usize) + Send),
 ) -> Result<Notified, sqlx::Error> {
-    let total: i64 = sqlx::query_scalar("select count(*) from user_progress where track_id = $1")
-        .bind(track)
-        .fetch_one(pool)
-        .await?;
+    let total: i64 = sqlx::query_scalar(
+        "select count(*) from user_progress where track_id = $1 and status = 'in_progress'",
+    )
+    .bind(track)
+    .fetch_one(pool)
+    .await?;
     let mut notified = Notified::default();
     let mut after = Uuid::nil();
     loop {
         let users: Vec<Uuid> = sqlx::query_scalar(
-            "select user_id from user_progress where track_id = $1 and user_id > $2
+            "select user_id from user_progress
+             where track_id = $1 and status = 'in_progress' and user_id > $2
              order by user_id limit $3",
         )
         .bind(track)
