@@ -953,3 +953,106 @@ async fn a_large_track_is_rewritten_in_batches_with_progress_lines(pool: PgPool)
     assert_eq!(moved, learners as i64);
     delete_streams(&js, &nats).await;
 }
+
+/// A change while the applier applies learners' commands: every learner ends rewritten exactly
+/// once, no row keeps the removed unit, and every command is applied before the change or
+/// judged against the new units after it (here the commands keep naming the removed unit as
+/// the next one, as commands published just before a change do: those are refused).
+#[sqlx::test]
+async fn a_change_while_commands_are_applied_leaves_every_learner_consistent(pool: PgPool) {
+    let (nats, js) = isolated_nats().await;
+    let track = create_track(&pool, "Busy", 4).await.unwrap();
+    let units: Vec<Uuid> = track.units.iter().map(|u| u.id).collect();
+    let _applier = start_applier(&js, &pool, &nats, ApplierConfig::default());
+    let learners: Vec<Uuid> = (0..40).map(|_| Uuid::new_v4()).collect();
+    for user in &learners {
+        drive(&pool, &js, &nats, *user, &track, path(&track, 0)).await;
+    }
+    // every learner completes the units in order while the last one is removed
+    let publishing = {
+        let (js, nats, learners, units, track) = (
+            js.clone(),
+            nats.clone(),
+            learners.clone(),
+            units.clone(),
+            track.id,
+        );
+        tokio::spawn(async move {
+            for (i, unit) in units.iter().enumerate() {
+                for user in &learners {
+                    let command = ProgressCommand {
+                        command_id: Uuid::new_v4(),
+                        user_id: *user,
+                        track_id: track,
+                        seq: i as i64 + 2,
+                        occurred_at: at(i as i64 + 2),
+                        action: Action::UnitCompleted {
+                            unit_id: *unit,
+                            next_unit_id: units.get(i + 1).copied(),
+                        },
+                    };
+                    publish_command(&js, &nats, &command)
+                        .await
+                        .unwrap()
+                        .await
+                        .unwrap();
+                }
+            }
+        })
+    };
+    eventually(WAIT, "some commands applied", || async {
+        let applied: i64 = sqlx::query_scalar("select count(*) from progress_ledger where seq > 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (applied > 0).then_some(())
+    })
+    .await;
+    let change = Change::RemoveUnit { unit: units[3] };
+    let applied =
+        track_changes::apply_change(&pool, track.id, &change, false, false, &mut |_, _| {})
+            .await
+            .unwrap();
+    assert_eq!(applied.learners, learners.len());
+    publishing.await.unwrap();
+    let total = learners.len() as i64 * 5;
+    eventually(WAIT, "every command decided", || async {
+        let decided: i64 = sqlx::query_scalar("select count(*) from progress_ledger")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (decided == total).then_some(())
+    })
+    .await;
+    let remaining = [units[0], units[1], units[2]];
+    for user in &learners {
+        let row = progress(&pool, *user, track.id).await;
+        assert!(
+            row.completed_unit_ids.iter().all(|u| remaining.contains(u)),
+            "{row:?}"
+        );
+        assert!(
+            row.current_unit_id.is_none_or(|u| remaining.contains(&u)),
+            "{row:?}"
+        );
+        let applied: i64 = sqlx::query_scalar(
+            "select count(*) from progress_ledger
+             where user_id = $1 and outcome = 'applied'",
+        )
+        .bind(user)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        // each applied command and the change made one version each
+        assert_eq!(row.version, applied + 1, "{row:?}");
+        let rejected: Vec<String> = sqlx::query_scalar(
+            "select reason_code from progress_ledger where user_id = $1 and outcome = 'rejected'",
+        )
+        .bind(user)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert!(rejected.iter().all(|r| r == "foreign_unit"), "{rejected:?}");
+    }
+    delete_streams(&js, &nats).await;
+}
