@@ -12,11 +12,50 @@
 //!   the learner's next command sets the current unit as before.
 //! - The version always grows by one: the view changed (at least `total_units`), so readers
 //!   must see a new ETag.
+//!
+//! A command published just before a unit was removed may still name it when it is applied:
+//! it applies without that unit ([`ProgressCommand::without_units`]), as a learner's command
+//! after the change would have been written.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::command::{Action, ProgressCommand};
 use super::progress::{Status, UserProgress};
+
+impl ProgressCommand {
+    /// The command with the units `removed` from its track left out: the completion of a
+    /// removed unit sets only the next unit, a removed next unit leaves no current unit, a
+    /// removed starting unit none either. `None` when nothing is left to apply (an attempt at
+    /// a removed assessment). The command's id, seq and time are kept.
+    pub fn without_units(&self, removed: impl Fn(&Uuid) -> bool) -> Option<ProgressCommand> {
+        let keep = |unit: Option<Uuid>| unit.filter(|u| !removed(u));
+        let action = match &self.action {
+            Action::TrackStarted { current_unit_id } => Action::TrackStarted {
+                current_unit_id: keep(*current_unit_id),
+            },
+            Action::UnitCompleted {
+                unit_id,
+                next_unit_id,
+            } if removed(unit_id) => Action::TrackStarted {
+                current_unit_id: keep(*next_unit_id),
+            },
+            Action::UnitCompleted {
+                unit_id,
+                next_unit_id,
+            } => Action::UnitCompleted {
+                unit_id: *unit_id,
+                next_unit_id: keep(*next_unit_id),
+            },
+            Action::AssessmentRecorded { unit_id, .. } if removed(unit_id) => return None,
+            action => action.clone(),
+        };
+        Some(ProgressCommand {
+            action,
+            ..self.clone()
+        })
+    }
+}
 
 /// What [`UserProgress::reshape`] changed beyond the unit count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -161,6 +200,53 @@ mod tests {
         assert_eq!(progress.current_unit_id, Some(old[2]));
         assert_eq!(progress.started_at, started_at);
         assert_eq!(ProgressView::new(progress, 3).percent_complete, 33.33);
+    }
+
+    #[test]
+    fn a_command_naming_a_removed_unit_applies_without_it() {
+        let (gone, next, done) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let command = |action| ProgressCommand {
+            command_id: Uuid::new_v4(),
+            user_id: Uuid::new_v4(),
+            track_id: Uuid::new_v4(),
+            seq: 4,
+            occurred_at: at(4),
+            action,
+        };
+        let removed = |u: &Uuid| *u == gone;
+        let completed_before = command(Action::UnitCompleted {
+            unit_id: done,
+            next_unit_id: Some(gone),
+        });
+        assert_eq!(
+            completed_before.without_units(removed).unwrap().action,
+            Action::UnitCompleted {
+                unit_id: done,
+                next_unit_id: None
+            }
+        );
+        let completed_gone = command(Action::UnitCompleted {
+            unit_id: gone,
+            next_unit_id: Some(next),
+        });
+        let kept = completed_gone.without_units(removed).unwrap();
+        assert_eq!(
+            kept.action,
+            Action::TrackStarted {
+                current_unit_id: Some(next)
+            }
+        );
+        assert_eq!((kept.command_id, kept.seq), (completed_gone.command_id, 4));
+        let attempt = command(Action::AssessmentRecorded {
+            unit_id: gone,
+            attempt_id: Uuid::new_v4(),
+            score: 1.0,
+            max_score: 2.0,
+            passed: false,
+        });
+        assert_eq!(attempt.without_units(removed), None);
+        let untouched = command(Action::TrackCompleted {});
+        assert_eq!(untouched.without_units(removed), Some(untouched.clone()));
     }
 
     #[test]
