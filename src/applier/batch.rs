@@ -169,7 +169,9 @@ fn decide(commands: &[ProgressCommand], read: Read, now: DateTime<Utc>) -> Decid
     for index in order {
         let command = &commands[index];
         let key = (command.user_id, command.track_id);
-        let total_units = units.get(&command.track_id).map_or(0, |u| u.len() as i64);
+        let total_units = units
+            .get(&command.track_id)
+            .map_or(0, |u| u.units.len() as i64);
         let outcome = if let Some(entry) = by_id.get(&command.command_id) {
             let history = histories.get(&key).map(|h| (h, bases.get(&key)));
             duplicate(command, entry, history, total_units)
@@ -248,7 +250,11 @@ fn apply<'a>(
     let row = rows.entry(key).or_insert_with(|| {
         UserProgress::empty(command.user_id, command.track_id, command.occurred_at)
     });
-    let applied = row.apply(command, now);
+    // published before a unit it names was removed: it applies without that unit
+    let removed = units.get(&command.track_id).map(|u| &u.removed);
+    let applied = command
+        .without_units(|u| removed.is_some_and(|r| r.contains(u)))
+        .is_some_and(|command| row.apply(&command, now));
     let version = (row.version > 0).then_some(row.version);
     let outcome = if applied {
         Outcome::Applied(Box::new(event(command, row.clone(), total_units, now)))
@@ -308,10 +314,14 @@ fn snapshot_at(
         if outcome == "rejected" {
             continue;
         }
-        row.get_or_insert_with(|| {
+        let row = row.get_or_insert_with(|| {
             UserProgress::empty(command.user_id, command.track_id, command.occurred_at)
-        })
-        .apply(command, *applied_at);
+        });
+        // applied without the units removed by then, as `apply` did
+        let removed = base.map_or(&[][..], |b| &b.removed[..]);
+        if let Some(command) = command.without_units(|u| removed.contains(u)) {
+            row.apply(&command, *applied_at);
+        }
         if command.seq == seq {
             at = Some(*applied_at);
         }

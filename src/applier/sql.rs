@@ -330,6 +330,8 @@ pub(super) struct ChangeBase {
     pub through_seq: i64,
     pub progress: UserProgress,
     pub total_units: i64,
+    /// The units removed from the track by then, which later commands were applied without.
+    pub removed: Vec<Uuid>,
 }
 
 /// The track changes of `through` learners made before each one's seq (in version order):
@@ -344,8 +346,11 @@ pub(super) async fn change_bases(
     let users: Vec<Uuid> = through.keys().map(|k| k.0).collect();
     let tracks: Vec<Uuid> = through.keys().map(|k| k.1).collect();
     let seqs: Vec<i64> = through.values().copied().collect();
-    let rows: Vec<(i64, Json<ProgressEvent>)> = sqlx::query_as(
-        "select e.through_seq, e.event
+    let rows: Vec<(i64, Json<ProgressEvent>, Vec<Uuid>)> = sqlx::query_as(
+        "select e.through_seq, e.event,
+                array(select c.unit_id from track_changes c
+                      where c.track_id = e.track_id and c.kind = 'unit_removed'
+                        and c.units_version <= e.units_version)
          from unnest($1::uuid[], $2::uuid[], $3::bigint[]) as k (u, t, s)
          join track_change_events e on e.user_id = k.u and e.track_id = k.t and e.through_seq < k.s
          order by e.user_id, e.track_id, e.version",
@@ -356,7 +361,7 @@ pub(super) async fn change_bases(
     .fetch_all(&mut **tx)
     .await?;
     let mut bases: HashMap<Key, Vec<ChangeBase>> = HashMap::new();
-    for (through_seq, Json(event)) in rows {
+    for (through_seq, Json(event), removed) in rows {
         let progress = event.progress.progress;
         bases
             .entry((progress.user_id, progress.track_id))
@@ -365,6 +370,7 @@ pub(super) async fn change_bases(
                 through_seq,
                 total_units: event.progress.total_units,
                 progress,
+                removed,
             });
     }
     Ok(bases)

@@ -16,10 +16,18 @@ use uuid::Uuid;
 use crate::db::tracks;
 use crate::model::ProgressCommand;
 
-pub(super) type UnitSets = HashMap<Uuid, Arc<HashSet<Uuid>>>;
+pub(super) type UnitSets = HashMap<Uuid, Arc<UnitSet>>;
+
+/// A track's units, and those removed from it: a command naming a removed unit (published
+/// just before the removal) applies without it instead of being refused.
+#[derive(Debug, Clone, Default)]
+pub(super) struct UnitSet {
+    pub units: HashSet<Uuid>,
+    pub removed: HashSet<Uuid>,
+}
 
 /// A track's unit set with the `units_version` it was read at.
-type Versioned = (i64, Arc<HashSet<Uuid>>);
+type Versioned = (i64, Arc<UnitSet>);
 
 #[derive(Debug, Default)]
 pub(super) struct TrackUnits {
@@ -69,11 +77,25 @@ impl TrackUnits {
         }
         let read: Vec<Uuid> = read.into_iter().collect();
         let fresh = tracks::unit_sets(&mut **tx, &read).await?;
+        let mut removed: HashMap<Uuid, HashSet<Uuid>> = HashMap::new();
+        let gone: Vec<(Uuid, Uuid)> = sqlx::query_as(
+            "select track_id, unit_id from track_changes
+             where track_id = any($1) and kind = 'unit_removed'",
+        )
+        .bind(&read)
+        .fetch_all(&mut **tx)
+        .await?;
+        for (track, unit) in gone {
+            removed.entry(track).or_default().insert(unit);
+        }
         let mut known = self.known.lock().expect("track units lock poisoned");
         for track in read {
             match (fresh.get(&track), versions.get(&track)) {
                 (Some(units), Some(version)) => {
-                    let units = Arc::new(units.clone());
+                    let units = Arc::new(UnitSet {
+                        units: units.clone(),
+                        removed: removed.remove(&track).unwrap_or_default(),
+                    });
                     known.insert(track, (*version, units.clone()));
                     sets.insert(track, units);
                 }
@@ -87,18 +109,20 @@ impl TrackUnits {
     }
 }
 
-/// Every unit a command names must belong to its track: (reason code, reason) when not.
+/// Every unit a command names must belong to its track, or have been removed from it:
+/// (reason code, reason) when not.
 pub(super) fn check_units(
     command: &ProgressCommand,
-    units: Option<&HashSet<Uuid>>,
+    units: Option<&UnitSet>,
 ) -> Result<(), (&'static str, String)> {
-    let Some(units) = units else {
+    let Some(UnitSet { units, removed }) = units else {
         return Err((
             "unknown_track",
             format!("track {} does not exist", command.track_id),
         ));
     };
-    match command.unit_ids().into_iter().find(|u| !units.contains(u)) {
+    let foreign = |u: &Uuid| !units.contains(u) && !removed.contains(u);
+    match command.unit_ids().into_iter().find(foreign) {
         Some(unit) => Err((
             "foreign_unit",
             format!("unit {unit} does not belong to track {}", command.track_id),
