@@ -617,6 +617,13 @@ async fn events_a_change_could_not_publish_are_published_by_the_applier_sweep(po
             .unwrap();
     assert_eq!(applied.learners, 3);
     assert_eq!(stream_len(&js, &nats.events_stream).await, events_before);
+    let lag = learning_progress::ops::status::lag(&js, &pool, &nats, "progress-applier")
+        .await
+        .unwrap();
+    assert_eq!(
+        lag.unannounced, 3,
+        "status counts the change's events as unannounced"
+    );
 
     let config = ApplierConfig {
         announce_after_secs: 0,
