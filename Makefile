@@ -26,8 +26,7 @@ stop: ## Stop the services that 'make stack' started itself
 
 # `make run` is the laptop setup: development tokens (`learning-progress token`) are accepted
 # unless a real SUPABASE_JWT_SECRET / SUPABASE_JWKS is given.
-run: stack ## Migrate the database, then run the service (release build)
-	$(WITH_ENV) cargo run --release -- migrate
+run: stack ## Run the service (release build; `all` migrates the database first)
 	LEARNING_PROGRESS_DEV=$${LEARNING_PROGRESS_DEV:-1} $(WITH_ENV) cargo run --release -- all
 
 test: stack ## Run the tests against the local stack (nextest if installed); TEST_ARGS=...

@@ -15,4 +15,4 @@ fi
 cargo build --release --quiet --workspace --bins
 # the harness and the API replicas it starts log only what matters; progress goes to stderr
 export RUST_LOG="${RUST_LOG:-warn}"
-exec "${CARGO_TARGET_DIR:-target}/release/learning-progress" bench --scale "${BENCH_SCALE:-full}" "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/learning-progress-bench" --scale "${BENCH_SCALE:-full}" "$@"

@@ -384,11 +384,14 @@ ensure_temporal() {
     log "temporal: reused (ours) $HOST:$TEMPORAL_USED_PORT"
     return 0
   fi
-  # Someone else's?
+  # Someone else's? Only if it answers as Temporal does; anything else on the port is passed by.
   if port_answers "$TEMPORAL_PORT"; then
-    TEMPORAL_USED_PORT="$TEMPORAL_PORT"
-    log "temporal: reused $HOST:$TEMPORAL_PORT"
-    return 0
+    if temporal_ready "$TEMPORAL_PORT"; then
+      TEMPORAL_USED_PORT="$TEMPORAL_PORT"
+      log "temporal: reused $HOST:$TEMPORAL_PORT"
+      return 0
+    fi
+    log "temporal: $HOST:$TEMPORAL_PORT answers but not as Temporal; starting ours on another port"
   fi
 
   local port

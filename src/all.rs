@@ -10,12 +10,19 @@ use crate::config::DbConfig;
 use crate::messaging::NatsConfig;
 use crate::workflow::{self, TemporalConfig};
 
+#[derive(Debug, Clone, clap::Args)]
 pub struct AllConfig {
+    #[command(flatten)]
     pub db: DbConfig,
+    #[command(flatten)]
     pub nats: NatsConfig,
+    #[command(flatten)]
     pub temporal: TemporalConfig,
+    #[command(flatten)]
     pub applier: ApplierConfig,
+    #[command(flatten)]
     pub api: ApiConfig,
+    #[command(flatten)]
     pub auth: AuthConfig,
 }
 
@@ -47,7 +54,11 @@ pub async fn run(config: AllConfig, shutdown: CancellationToken) -> anyhow::Resu
                 api::run(
                     &config.db,
                     &config.nats,
-                    config.api.clone(),
+                    // one process: the API reports the backlog of this applier's durable
+                    ApiConfig {
+                        applier_durable: config.applier.durable.clone(),
+                        ..config.api.clone()
+                    },
                     &config.auth,
                     shutdown.clone(),
                 )

@@ -13,11 +13,13 @@
 //! - [`applier`]: the durable consumer that applies commands and publishes events.
 //! - [`api`]: the read service — HTTP routes, the event-fed snapshot cache, metrics.
 //! - [`auth`]: Supabase access tokens — verification (HS256 secret, JWKS keys) and dev tokens.
-//! - [`bench`]: side-by-side benchmarks (`make bench`), each figure next to its anchor.
 //! - [`simulate`]: drives many learners through real workflows and checks every row.
 //! - [`all`]: worker, applier and API in one process.
-//! - [`ops`]: what operators run — dead letters.
+//! - [`ops`]: what operators run — dead letters, lag, verify and rebuild, export, erasing a
+//!   learner.
 //! - [`track_changes`]: units added to, removed from or moved within a track learners are on.
+//!
+//! `ARCHITECTURE.md` draws the processes and says where each invariant lives.
 //! - [`schemas`]: the JSON Schemas of the command and event payloads, for agents.
 //! - [`shutdown`]: one Ctrl-C/SIGTERM token fanned out to every component.
 //! - [`telemetry`]: tracing setup.
@@ -26,7 +28,6 @@ pub mod all;
 pub mod api;
 pub mod applier;
 pub mod auth;
-pub mod bench;
 pub mod config;
 pub mod db;
 pub mod messaging;

@@ -8,10 +8,11 @@ use learning_progress::all::{self, AllConfig};
 use learning_progress::api::{self, ApiConfig};
 use learning_progress::applier::{self, ApplierConfig};
 use learning_progress::auth::{self, AuthConfig};
-use learning_progress::bench::{self, BenchConfig};
 use learning_progress::config::{DbConfig, LogFormat};
 use learning_progress::messaging::NatsConfig;
-use learning_progress::ops::{dlq_command, status_command};
+use learning_progress::ops::{
+    dlq_command, erase_command, export_command, rebuild_command, status_command,
+};
 use learning_progress::simulate::{self, SimulateConfig};
 use learning_progress::workflow::{self, TemporalConfig, cli::Attempt, cli::Learner};
 use learning_progress::{db, schemas, shutdown, telemetry, track_changes};
@@ -36,20 +37,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the worker, the applier and the API in one process (migrates first).
-    All {
-        #[command(flatten)]
-        db: DbConfig,
-        #[command(flatten)]
-        nats: NatsConfig,
-        #[command(flatten)]
-        temporal: TemporalConfig,
-        #[command(flatten)]
-        applier: ApplierConfig,
-        #[command(flatten)]
-        api: ApiConfig,
-        #[command(flatten)]
-        auth: AuthConfig,
-    },
+    All(AllConfig),
     /// Drive N learners through real workflows, then check every row against a model.
     Simulate {
         #[command(flatten)]
@@ -135,8 +123,6 @@ enum Command {
         #[command(flatten)]
         auth: AuthConfig,
     },
-    /// Run the side-by-side benchmarks, print the table and write the JSON results.
-    Bench(BenchConfig),
     /// Manage the track catalogue.
     Tracks {
         #[command(subcommand)]
@@ -161,6 +147,49 @@ enum Command {
         /// Write nothing; exit 1 if a file there is missing or differs.
         #[arg(long)]
         check: bool,
+    },
+    /// Check every progress row against the merge of its learner's ledger; exit 1 on any
+    /// difference. Reads only; safe while the service runs.
+    Verify {
+        #[command(flatten)]
+        scope: rebuild_command::ScopeArgs,
+        #[command(flatten)]
+        db: DbConfig,
+    },
+    /// Rewrite the progress rows that differ from the merge of their ledger (or are missing),
+    /// in batches, under the applier's per-learner locks, while the service runs; each
+    /// rewritten row is announced with a `rebuilt` event.
+    Rebuild {
+        #[command(flatten)]
+        scope: rebuild_command::ScopeArgs,
+        /// Print what would be rewritten, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        db: DbConfig,
+        #[command(flatten)]
+        nats: NatsConfig,
+    },
+    /// Write a track's progress rows as NDJSON or CSV to stdout, for reporting tools; says
+    /// on stderr which `--since` the next incremental export should use.
+    Export {
+        #[command(flatten)]
+        export: export_command::ExportArgs,
+        #[command(flatten)]
+        db: DbConfig,
+    },
+    /// Erase a learner (GDPR): terminate their workflows, remove their progress, ledger,
+    /// commands, events and dead letters, and leave a tombstone that refuses their later
+    /// commands until they start again; prints what it removed.
+    Erase {
+        #[command(flatten)]
+        db: DbConfig,
+        #[command(flatten)]
+        nats: NatsConfig,
+        #[command(flatten)]
+        temporal: TemporalConfig,
+        #[command(flatten)]
+        erase: erase_command::EraseConfig,
     },
     /// Dead letters: the commands the applier could never apply, and why.
     Dlq {
@@ -250,10 +279,14 @@ async fn main() -> std::process::ExitCode {
     let quiet = matches!(
         cli.command,
         Command::Dlq { .. }
+            | Command::Erase { .. }
             | Command::Status { .. }
             | Command::Token { .. }
             | Command::Tracks { .. }
             | Command::Schemas { .. }
+            | Command::Verify { .. }
+            | Command::Export { .. }
+            | Command::Rebuild { .. }
     );
     telemetry::init(cli.log_format, quiet);
     match run(cli.command).await {
@@ -268,24 +301,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::All {
-            db,
-            nats,
-            temporal,
-            applier,
-            api,
-            auth,
-        } => {
-            let config = AllConfig {
-                db,
-                nats,
-                temporal,
-                applier,
-                api,
-                auth,
-            };
-            all::run(config, shutdown::on_signal()).await
-        }
+        Command::All(config) => all::run(config, shutdown::on_signal()).await,
         Command::Simulate {
             db,
             temporal,
@@ -321,7 +337,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", auth::mint_development_token(&auth, user, admin, ttl)?);
             Ok(())
         }
-        Command::Bench(config) => bench::run(config).await,
         Command::Tracks { command } => match command {
             TracksCommand::Create { title, units, db } => {
                 let pool = db::connect(&db).await?;
@@ -345,6 +360,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Export { export, db } => export_command::run(&db, &export).await,
+        Command::Verify { scope, db } => rebuild_command::verify(&db, &scope).await,
+        Command::Rebuild {
+            scope,
+            dry_run,
+            db,
+            nats,
+        } => rebuild_command::rebuild(&db, &nats, &scope, dry_run).await,
+        Command::Erase {
+            db,
+            nats,
+            temporal,
+            erase,
+        } => erase_command::run(&db, &nats, &temporal, &erase).await,
         Command::Dlq { command } => match command {
             DlqCommand::List { select, json, nats } => {
                 dlq_command::list(&nats, &select, json).await

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use schemars::{JsonSchema, generate::SchemaSettings};
 
-use crate::model::{ProgressCommand, ProgressEvent};
+use crate::model::{ErasedEvent, ProgressCommand, ProgressEvent};
 
 /// Where the schemas are checked in, relative to the repository root.
 pub const DEFAULT_DIR: &str = "docs/schemas";
@@ -32,6 +32,11 @@ pub fn documents() -> Vec<Document> {
         document::<ProgressEvent>(
             "progress-event.schema.json",
             "A progress event, as published on <prefix>.evt.<user_id>.<track_id>",
+        ),
+        document::<ErasedEvent>(
+            "progress-erased.schema.json",
+            "An erasure event (ce-type learning.progress.event.erased.v1), as published on \
+             <prefix>.evt.<user_id>.<track_id> when the learner was erased",
         ),
     ]
 }

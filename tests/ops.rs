@@ -330,5 +330,46 @@ async fn status_reports_the_backlog_its_age_and_dead_letters_by_reason(pool: PgP
     assert!(!probe.status.success(), "a waiting command is over 0 s");
     assert!(String::from_utf8_lossy(&probe.stderr).contains("oldest waiting command"));
     assert!(status(&["--fail-over", "3600"]).status.success());
+
+    // the same figures as Prometheus gauges on the API's /metrics
+    let metrics = scrape_metrics(&pool, &nats).await;
+    for line in [
+        "progress_commands_waiting 2",
+        "progress_commands_pending 2",
+        "progress_dead_letters{reason=\"malformed\"} 1",
+        "progress_unannounced_changes 0",
+        "progress_lag_up 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
+    }
     common::delete_streams(&js, &nats).await;
+}
+
+/// `/metrics` of an API started on `nats`'s streams.
+async fn scrape_metrics(pool: &PgPool, nats: &NatsConfig) -> String {
+    use learning_progress::api::{self, ApiConfig, ApiState};
+    use learning_progress::auth::{AuthConfig, Verifier};
+    let verifier = Verifier::from_config(&AuthConfig::with_secret(
+        "a test secret of at least thirty-two characters",
+    ))
+    .await
+    .unwrap();
+    let shutdown = CancellationToken::new();
+    let state = ApiState::start(
+        pool.clone(),
+        nats,
+        verifier,
+        ApiConfig::default(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    let _stop = shutdown.clone().drop_guard();
+    tokio::spawn(api::serve(listener, state, shutdown));
+    reqwest::get(url).await.unwrap().text().await.unwrap()
 }

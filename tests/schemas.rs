@@ -6,7 +6,7 @@ use std::process::Command;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use learning_progress::model::{
-    Action, ProgressCommand, ProgressEvent, ProgressView, UserProgress,
+    Action, ErasedEvent, ProgressCommand, ProgressEvent, ProgressView, UserProgress,
 };
 use learning_progress::schemas;
 use serde_json::{Value, json};
@@ -86,22 +86,20 @@ fn the_checked_in_schemas_are_what_the_model_types_generate() {
 }
 
 #[test]
-fn an_event_type_is_one_of_the_command_types_or_track_changed() {
+fn an_event_type_is_a_command_type_or_an_operators() {
     let schema = |file: &str| -> Value {
         serde_json::from_str(&std::fs::read_to_string(checked_in().join(file)).unwrap()).unwrap()
     };
-    let command_types: Vec<Value> = schema("progress-command.schema.json")["oneOf"]
+    let mut types: Vec<Value> = schema("progress-command.schema.json")["oneOf"]
         .as_array()
         .unwrap()
         .iter()
         .map(|variant| variant["properties"]["type"]["const"].clone())
-        .chain([Value::from("track_changed")])
         .collect();
+    types.push(Value::from(learning_progress::ops::rebuild::REBUILT));
+    types.push(Value::from(learning_progress::track_changes::EVENT_KIND));
     let event = schema("progress-event.schema.json");
-    assert_eq!(
-        event["properties"]["type"]["enum"],
-        Value::Array(command_types)
-    );
+    assert_eq!(event["properties"]["type"]["enum"], Value::Array(types));
 }
 
 #[test]
@@ -224,6 +222,7 @@ fn the_schemas_subcommand_writes_the_schemas_and_its_check_names_a_drift() {
 
 #[test]
 fn the_example_events_in_docs_events_md_validate_against_the_event_schema() {
+    let erased = validator("progress-erased.schema.json");
     let validator = validator("progress-event.schema.json");
     let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/events.md"))
         .unwrap();
@@ -232,10 +231,33 @@ fn the_example_events_in_docs_events_md_validate_against_the_event_schema() {
         .skip(1)
         .map(|block| serde_json::from_str(block.split("```").next().unwrap()).unwrap())
         .collect();
+    let (tombstones, examples): (Vec<Value>, Vec<Value>) =
+        examples.into_iter().partition(|e| e["type"] == "erased");
     assert_eq!(examples.len(), 5, "one example per event type");
     for example in &examples {
         assert_valid(&validator, example);
         let event: ProgressEvent = serde_json::from_value(example.clone()).unwrap();
         assert_eq!(event.version, event.progress.progress.version);
     }
+    assert_eq!(tombstones.len(), 1, "one example of an erasure");
+    assert_valid(&erased, &tombstones[0]);
+    assert!(
+        !erased.is_valid(&examples[0]),
+        "a progress event is no erasure"
+    );
+    assert!(
+        !validator.is_valid(&tombstones[0]),
+        "an erasure is no progress event"
+    );
+}
+
+#[test]
+fn an_erasure_validates_against_its_schema() {
+    let validator = validator("progress-erased.schema.json");
+    let event = ErasedEvent::new(Uuid::new_v4(), Uuid::new_v4(), 7, at(100));
+    assert_eq!((event.kind.as_str(), event.version), ("erased", 8));
+    assert_valid(&validator, &serde_json::to_value(&event).unwrap());
+    let mut wrong = serde_json::to_value(&event).unwrap();
+    wrong["type"] = "unit_completed".into();
+    assert!(!validator.is_valid(&wrong));
 }

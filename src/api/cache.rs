@@ -242,10 +242,26 @@ impl ProgressCache {
         self.inner.entries.get(&key).await
     }
 
+    /// Where the cache stands: take it before reading the database, and hand it to
+    /// [`ProgressCache::offer_read`] with what was read.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::SeqCst)
+    }
+
     /// Caches `snapshot` unless the cached one is at least as new; returns the one that is
     /// cached afterwards (the newer of the two).
     pub async fn offer(&self, snapshot: Snapshot) -> Snapshot {
-        match self.put_if_newer(snapshot.clone(), true, false).await {
+        self.offer_read(snapshot, None).await
+    }
+
+    /// [`ProgressCache::offer`] of a snapshot read from the database when the cache stood at
+    /// `read_at` ([`ProgressCache::generation`]): it is not cached if the cache was cleared or
+    /// a learner erased since, as the read may predate what made it stale.
+    pub async fn offer_read(&self, snapshot: Snapshot, read_at: Option<u64>) -> Snapshot {
+        match self
+            .put_if_newer(snapshot.clone(), true, read_at, false)
+            .await
+        {
             CompResult::Inserted(entry) | CompResult::ReplacedWith(entry) => {
                 let cached = entry.into_value();
                 self.announce(snapshot.key(), cached.clone()).await;
@@ -258,18 +274,25 @@ impl ProgressCache {
 
     /// Makes `snapshot` its key's cached one when it is newer than the cached one (or as new
     /// but different, when `replace_equal`), or when none is cached and `create` allows it:
-    /// one atomic step per key.
+    /// one atomic step per key. A snapshot read at a generation that has passed is not cached:
+    /// the check is inside the step, so an erasure (which moves the generation on before its
+    /// own step on the key) either finds the snapshot in place and removes it, or is seen by
+    /// the check.
     async fn put_if_newer(
         &self,
         snapshot: Snapshot,
         create: bool,
+        read_at: Option<u64>,
         replace_equal: bool,
     ) -> CompResult<Key, Snapshot> {
+        let generation = &self.inner.generation;
         self.inner
             .entries
             .entry(snapshot.key())
             .and_compute_with(|current| {
+                let outdated = read_at.is_some_and(|at| generation.load(Ordering::SeqCst) != at);
                 let op = match current {
+                    _ if outdated => Op::Nop,
                     Some(current) if current.value().version() > snapshot.version() => Op::Nop,
                     Some(current)
                         if current.value().version() == snapshot.version()
@@ -321,7 +344,9 @@ impl ProgressCache {
             .lock()
             .expect("loads lock poisoned")
             .contains_key(&key);
-        let result = self.put_if_newer(offered, loading, track_changed).await;
+        let result = self
+            .put_if_newer(offered, loading, None, track_changed)
+            .await;
         let outcome = match result {
             CompResult::Inserted(entry) | CompResult::ReplacedWith(entry) => {
                 self.announce(key, entry.into_value()).await;
@@ -352,6 +377,33 @@ impl ProgressCache {
             .with_label_values(&[outcome])
             .inc();
         outcome == "applied"
+    }
+
+    /// Forgets `key` after its learner was erased (an `erased` event): the cached snapshot
+    /// goes, a load already under way (which may have read the erased row) caches nothing and
+    /// is not joined by later misses, and the next read asks the database, which has nothing
+    /// (until the learner starts again). The learner's live streams stay open and receive
+    /// what comes next.
+    pub async fn erase(&self, key: Key) {
+        let inner = &self.inner;
+        // first, so that a load's step on the key after this one sees it
+        inner.generation.fetch_add(1, Ordering::SeqCst);
+        inner
+            .loads
+            .lock()
+            .expect("loads lock poisoned")
+            .remove(&key);
+        inner
+            .entries
+            .entry(key)
+            .and_compute_with(|_| std::future::ready(Op::Remove))
+            .await;
+        inner.misses.invalidate(&key).await;
+        inner
+            .metrics
+            .cache_events
+            .with_label_values(&["erased"])
+            .inc();
     }
 
     /// Forgets every snapshot, after events may have been missed (a NATS reconnect).
@@ -421,7 +473,11 @@ impl ProgressCache {
         let task = tokio::spawn(async move {
             let result = match inner.source.load(key).await {
                 Ok(Some(view)) if inner.generation.load(Ordering::SeqCst) == generation => {
-                    Ok(Some(cache.offer(Snapshot::new(&view)).await))
+                    Ok(Some(
+                        cache
+                            .offer_read(Snapshot::new(&view), Some(generation))
+                            .await,
+                    ))
                 }
                 Ok(Some(view)) => Ok(Some(Snapshot::new(&view))),
                 // an event may have created the learner's progress while the query ran

@@ -22,6 +22,8 @@ pub enum ApiError {
     Ticket(#[from] TicketError),
     #[error("this progress belongs to another user")]
     Forbidden,
+    #[error("only an admin may do this")]
+    AdminOnly,
     #[error("no progress found")]
     NotFound,
     #[error("no such route")]
@@ -48,7 +50,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Ticket(TicketError::Busy) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Ticket(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Forbidden | ApiError::AdminOnly => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound | ApiError::NoRoute => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::TooManyStreams { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_streams"),

@@ -26,7 +26,10 @@ use tokio_util::sync::CancellationToken;
 use super::ProgressCache;
 use super::metrics::Metrics;
 use crate::messaging::{self, NatsConfig};
-use crate::model::ProgressEvent;
+use crate::model::{ErasedEvent, ProgressEvent};
+
+/// The `ce-type` of an [`ErasedEvent`]; every other event is a [`ProgressEvent`].
+const ERASED_TYPE: &str = "learning.progress.event.erased.v1";
 
 /// How long one pull of the ordered consumer waits; its heartbeats come at half of it, and two
 /// missed ones make the client recreate the consumer, so this bounds how long a replica stays
@@ -199,6 +202,10 @@ async fn apply_all(
         if sequence <= following.floor {
             return FeedError::Replayed;
         }
+        if messaging::header_str(message.headers.as_ref(), "ce-type") == Some(ERASED_TYPE) {
+            erase(&message, config, cache, metrics).await;
+            continue;
+        }
         match serde_json::from_slice::<ProgressEvent>(&message.payload) {
             Ok(event)
                 if message.subject.as_str()
@@ -231,4 +238,32 @@ async fn apply_all(
         }
     }
     FeedError::Ended
+}
+
+/// An erased learner's track: forgotten, if the event's subject names that learner and track.
+async fn erase(
+    message: &jetstream::Message,
+    config: &NatsConfig,
+    cache: &ProgressCache,
+    metrics: &Metrics,
+) {
+    match serde_json::from_slice::<ErasedEvent>(&message.payload) {
+        Ok(event)
+            if message.subject.as_str() == config.event_subject(event.user_id, event.track_id) =>
+        {
+            cache.erase((event.user_id, event.track_id)).await;
+            tracing::info!(event.id = %event.event_id, user.id = %event.user_id, track.id = %event.track_id, "learner erased; forgotten");
+        }
+        Ok(event) => {
+            metrics
+                .cache_events
+                .with_label_values(&["mismatched"])
+                .inc();
+            tracing::warn!(subject = %message.subject, event.id = %event.event_id, "ignoring an erasure about another learner than its subject names");
+        }
+        Err(error) => {
+            metrics.cache_events.with_label_values(&["malformed"]).inc();
+            tracing::warn!(subject = %message.subject, %error, "ignoring a malformed erasure event");
+        }
+    }
 }

@@ -8,7 +8,8 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use super::ApiState;
@@ -29,6 +30,17 @@ pub struct Metrics {
     pub cache_events: IntCounterVec,
     /// Database queries, by query: `progress`, `progress_list`, `ping`.
     pub db_queries: IntCounterVec,
+    /// The write path's lag (`status`), read when scraped ([`super::lag`]).
+    pub commands_waiting: IntGauge,
+    pub commands_pending: IntGauge,
+    pub commands_ack_pending: IntGauge,
+    pub oldest_waiting_seconds: Gauge,
+    /// By reason.
+    pub dead_letters: IntGaugeVec,
+    pub unannounced: IntGauge,
+    pub unannounced_over_a_minute: IntGauge,
+    /// 1 when the last reading of the lag succeeded, 0 when NATS or the database failed it.
+    pub lag_up: IntGauge,
 }
 
 impl Metrics {
@@ -70,6 +82,41 @@ impl Metrics {
             &["query"],
         )
         .expect("valid metric");
+        let int_gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
+        let commands_waiting = int_gauge(
+            "progress_commands_waiting",
+            "Commands stored and not yet applied and acknowledged",
+        );
+        let commands_pending = int_gauge(
+            "progress_commands_pending",
+            "Waiting commands not yet delivered to an applier",
+        );
+        let commands_ack_pending = int_gauge(
+            "progress_commands_ack_pending",
+            "Commands delivered to an applier and not yet acknowledged",
+        );
+        let oldest_waiting_seconds = Gauge::new(
+            "progress_oldest_waiting_command_seconds",
+            "How long the oldest waiting command has waited (0 when none waits)",
+        )
+        .expect("valid metric");
+        let dead_letters = IntGaugeVec::new(
+            Opts::new("progress_dead_letters", "Dead letters stored, by reason"),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let unannounced = int_gauge(
+            "progress_unannounced_changes",
+            "Applied changes whose event JetStream has not confirmed yet",
+        );
+        let unannounced_over_a_minute = int_gauge(
+            "progress_unannounced_changes_over_a_minute",
+            "Applied changes unannounced for more than a minute",
+        );
+        let lag_up = int_gauge(
+            "progress_lag_up",
+            "1 when the last reading of the write path's lag succeeded",
+        );
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -78,6 +125,14 @@ impl Metrics {
             Box::new(cache_entries.clone()),
             Box::new(cache_events.clone()),
             Box::new(db_queries.clone()),
+            Box::new(commands_waiting.clone()),
+            Box::new(commands_pending.clone()),
+            Box::new(commands_ack_pending.clone()),
+            Box::new(oldest_waiting_seconds.clone()),
+            Box::new(dead_letters.clone()),
+            Box::new(unannounced.clone()),
+            Box::new(unannounced_over_a_minute.clone()),
+            Box::new(lag_up.clone()),
         ] {
             registry
                 .register(collector)
@@ -92,6 +147,14 @@ impl Metrics {
             cache_entries,
             cache_events,
             db_queries,
+            commands_waiting,
+            commands_pending,
+            commands_ack_pending,
+            oldest_waiting_seconds,
+            dead_letters,
+            unannounced,
+            unannounced_over_a_minute,
+            lag_up,
         }
     }
 

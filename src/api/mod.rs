@@ -21,7 +21,9 @@
 //!
 //! - [`progress`]: the progress routes (one snapshot, every track, a live stream).
 //! - [`me`]: the caller, as its token identifies it.
-//! - [`ops`]: health, readiness, metrics and the OpenAPI document.
+//! - [`export`]: a track's rows, in pages, for admins' reporting tools.
+//! - [`ops`]: health, readiness, metrics and the OpenAPI document; [`lag`]: the write path's
+//!   backlog among the metrics.
 //! - [`cache`]: the snapshot cache; [`feed`]: the events that keep it fresh; [`catalogue`]: the
 //!   tracks' unit counts.
 //! - [`cors`]: which browser origins may call; [`ticket`]: how a browser opens a live stream.
@@ -32,7 +34,9 @@ pub mod cache;
 mod catalogue;
 mod cors;
 mod error;
+mod export;
 pub mod feed;
+mod lag;
 pub mod limits;
 mod me;
 pub mod metrics;
@@ -142,6 +146,10 @@ pub struct ApiConfig {
     /// Longest time a client may take to send a request's headers (slow-loris guard).
     #[arg(long, env = "API_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_read_timeout_ms: u64,
+
+    /// The appliers' durable consumer, whose backlog `/metrics` reports (as `status` does).
+    #[arg(long, env = "APPLIER_DURABLE", default_value = "progress-applier")]
+    pub applier_durable: String,
 }
 
 impl Default for ApiConfig {
@@ -163,6 +171,7 @@ impl Default for ApiConfig {
             rate_limit_burst: 40,
             max_http_connections: 10_000,
             header_read_timeout_ms: 10_000,
+            applier_durable: "progress-applier".to_owned(),
         }
     }
 }
@@ -203,6 +212,7 @@ pub fn router_with(state: ApiState, extra: Router<ApiState>) -> Router {
     let routes = extra
         .merge(progress::router())
         .merge(me::router())
+        .merge(export::router())
         .merge(ops::router())
         .fallback(|| async { ApiError::NoRoute })
         .layer(TimeoutLayer::with_status_code(

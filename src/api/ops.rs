@@ -60,6 +60,7 @@ async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     let metrics = state.metrics();
+    state.lag().observe(metrics).await;
     metrics
         .cache_entries
         .set(i64::try_from(state.cache().entry_count()).unwrap_or(i64::MAX));

@@ -126,6 +126,7 @@ async fn list(
         .db_queries
         .with_label_values(&["progress_list"])
         .inc();
+    let read_at = state.cache().generation();
     let rows = crate::db::views::list_user_progress(state.pool(), user_id)
         .await
         .map_err(ApiError::internal)?;
@@ -139,7 +140,10 @@ async fn list(
             .view(row)
             .await
             .map_err(ApiError::internal)?;
-        let snapshot = state.cache().offer(Snapshot::new(&view)).await;
+        let snapshot = state
+            .cache()
+            .offer_read(Snapshot::new(&view), Some(read_at))
+            .await;
         if i > 0 {
             body.push(b',');
         }

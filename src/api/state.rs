@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::feed::{self, FeedState};
+use super::lag::LagProbe;
 use super::limits::{RateLimiter, StreamSlots};
 use super::ticket::Tickets;
 use super::{ApiConfig, Metrics, PgSource, ProgressCache, TrackCatalogue};
@@ -31,6 +32,7 @@ struct Inner {
     metrics: Metrics,
     nats: async_nats::Client,
     feed: FeedState,
+    lag: LagProbe,
     tickets: Tickets,
     stream_slots: StreamSlots,
     rate_limiter: RateLimiter,
@@ -85,6 +87,12 @@ impl ApiState {
             feed_state.clone(),
             shutdown.clone(),
         ));
+        let lag = LagProbe::new(
+            client.clone(),
+            pool.clone(),
+            nats.clone(),
+            config.applier_durable.clone(),
+        );
         Ok(ApiState {
             inner: Arc::new(Inner {
                 pool,
@@ -92,6 +100,7 @@ impl ApiState {
                 catalogue,
                 verifier,
                 metrics,
+                lag,
                 nats: client,
                 feed: feed_state,
                 tickets: Tickets::new(
@@ -129,6 +138,11 @@ impl ApiState {
 
     pub fn nats(&self) -> &async_nats::Client {
         &self.inner.nats
+    }
+
+    /// Reads the write path's lag into the metrics.
+    pub fn lag(&self) -> &LagProbe {
+        &self.inner.lag
     }
 
     /// Whether the cache follows the events stream right now.

@@ -43,6 +43,9 @@ pub enum Outcome {
     /// It can never apply: dead-lettered for `reason` (and, unless it conflicts with another
     /// command's id or seq, recorded in the ledger as rejected, so a redelivery re-sends it).
     Rejected { reason: String, error: String },
+    /// Its learner was erased (`erase`) and it does not start a track again: acked and kept
+    /// nowhere — no ledger row, no dead letter — so that nothing of the learner is stored again.
+    Erased { error: String },
     /// A command of the same learner with a lower seq is not in the ledger yet.
     Deferred { waiting_for: i64 },
 }
@@ -83,6 +86,7 @@ pub(super) async fn apply_batch(
     // before the rows: a change of a track's units locks the track, then its learners' rows
     let units = track_units.for_batch(&mut tx, commands).await?;
     let read = Read {
+        erased: sql::erased_learners(&mut tx, &keys).await?,
         rows: sql::load_rows(&mut tx, &keys).await?,
         applied_through: sql::applied_through(&mut tx, &keys).await?,
         ledger,
@@ -121,6 +125,8 @@ pub(super) async fn record_refused(
 
 /// What the batch read under its learners' locks.
 struct Read {
+    /// When each erased learner of the batch was erased (`erase`).
+    erased: HashMap<Uuid, DateTime<Utc>>,
     rows: HashMap<Key, UserProgress>,
     /// The highest seq in each learner's ledger (0 when none).
     applied_through: HashMap<Key, i64>,
@@ -143,6 +149,7 @@ struct Decided<'a> {
 /// Decides every command's outcome, each learner's in seq order; pure given what was read.
 fn decide(commands: &[ProgressCommand], read: Read, now: DateTime<Utc>) -> Decided<'_> {
     let Read {
+        erased,
         mut rows,
         applied_through,
         ledger,
@@ -172,7 +179,15 @@ fn decide(commands: &[ProgressCommand], read: Read, now: DateTime<Utc>) -> Decid
         let total_units = units
             .get(&command.track_id)
             .map_or(0, |u| u.units.len() as i64);
-        let outcome = if let Some(entry) = by_id.get(&command.command_id) {
+        let started_again = next.get(&key).is_some_and(|seq| *seq > 1);
+        let outcome = if let Some(error) = erased
+            .get(&command.user_id)
+            .and_then(|at| refused_as_erased(command, *at, started_again))
+        {
+            // before the ledger: the learner's ledger is gone, and a new run's ids repeat the
+            // erased ones (UUIDv5 of the workflow id and seq)
+            Outcome::Erased { error }
+        } else if let Some(entry) = by_id.get(&command.command_id) {
             let history = histories.get(&key).map(|h| (h, bases.get(&key)));
             duplicate(command, entry, history, total_units)
         } else if let Some(earlier) = in_batch.get(&command.command_id) {
@@ -222,6 +237,34 @@ fn decide(commands: &[ProgressCommand], read: Read, now: DateTime<Utc>) -> Decid
         rows,
         changed,
     }
+}
+
+/// Why a command of an erased learner is refused, if it is: it occurred before the erasure
+/// (a redelivery, a workflow's last publish), or it continues a track the learner has not
+/// started again since. Only a `track_started` that occurred after the erasure starts again;
+/// the commands after it in seq order follow it. Nothing is written for a refused command,
+/// and no dead letter keeps it: the learner's data stays erased; the log says why.
+fn refused_as_erased(
+    command: &ProgressCommand,
+    erased_at: DateTime<Utc>,
+    started_again: bool,
+) -> Option<String> {
+    if command.occurred_at <= erased_at {
+        return Some(format!(
+            "user {} was erased at {erased_at}; this {} occurred before, at {}",
+            command.user_id,
+            command.kind(),
+            command.occurred_at
+        ));
+    }
+    let starts = matches!(command.action, Action::TrackStarted { .. }) && command.seq == 1;
+    (!started_again && !starts).then(|| {
+        format!(
+            "user {} was erased at {erased_at} and has not started track {} again; only a \
+             track_started (seq 1) does",
+            command.user_id, command.track_id
+        )
+    })
 }
 
 /// A command next in its learner's seq order: rejected, applied or a no-op.
@@ -304,29 +347,19 @@ fn snapshot_at(
 ) -> Option<(UserProgress, DateTime<Utc>, Option<i64>)> {
     // in version order, so the last one before the command is the newest
     let base = bases.into_iter().flatten().rfind(|b| b.through_seq < seq);
-    let mut row: Option<UserProgress> = base.map(|b| b.progress.clone());
     let after = base.map_or(0, |b| b.through_seq);
-    let mut at = None;
-    let replayed = history
-        .iter()
-        .filter(|(c, ..)| c.seq > after && c.seq <= seq);
-    for (command, outcome, applied_at) in replayed {
-        if outcome == "rejected" {
-            continue;
-        }
-        let row = row.get_or_insert_with(|| {
-            UserProgress::empty(command.user_id, command.track_id, command.occurred_at)
-        });
-        // applied without the units removed by then, as `apply` did
-        let removed = base.map_or(&[][..], |b| &b.removed[..]);
-        if let Some(command) = command.without_units(|u| removed.contains(u)) {
-            row.apply(&command, *applied_at);
-        }
-        if command.seq == seq {
-            at = Some(*applied_at);
-        }
-    }
-    Some((row?, at?, base.map(|b| b.total_units)))
+    let kept = || {
+        history.iter().filter(|(command, outcome, _)| {
+            command.seq > after && command.seq <= seq && outcome != "rejected"
+        })
+    };
+    let (.., at) = kept().find(|(command, ..)| command.seq == seq)?;
+    let row = UserProgress::replay_since(
+        base.map(|b| b.progress.clone()),
+        base.map_or(&[][..], |b| &b.removed[..]),
+        kept().map(|(command, _, applied_at)| (command, *applied_at)),
+    )?;
+    Some((row, *at, base.map(|b| b.total_units)))
 }
 
 /// A command whose id is in the ledger: the same command again, or another under its id.
@@ -413,5 +446,55 @@ fn event(
         occurred_at: command.occurred_at,
         applied_at: now,
         progress: ProgressView::new(row, total_units),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+
+    fn command(seq: i64, at: DateTime<Utc>, action: Action) -> ProgressCommand {
+        ProgressCommand {
+            command_id: Uuid::new_v4(),
+            user_id: Uuid::new_v4(),
+            track_id: Uuid::new_v4(),
+            seq,
+            occurred_at: at,
+            action,
+        }
+    }
+
+    #[test]
+    fn an_erased_learner_is_taken_again_only_by_a_new_start_and_what_follows_it() {
+        let erased_at = Utc::now();
+        let (before, after) = (
+            erased_at - TimeDelta::seconds(1),
+            erased_at + TimeDelta::seconds(1),
+        );
+        let start = Action::TrackStarted {
+            current_unit_id: None,
+        };
+        let done = Action::TrackCompleted {};
+        let refused = |seq, at, action, started| {
+            refused_as_erased(&command(seq, at, action), erased_at, started).is_some()
+        };
+        assert!(refused(1, before, start.clone(), false), "from before");
+        assert!(
+            refused(1, erased_at, start.clone(), false),
+            "at the erasure"
+        );
+        assert!(
+            refused(2, before, done.clone(), true),
+            "from before, even after a start"
+        );
+        assert!(!refused(1, after, start.clone(), false), "a new start");
+        assert!(
+            refused(2, after, start, false),
+            "a start that is not the first command"
+        );
+        assert!(refused(2, after, done.clone(), false), "not started again");
+        assert!(!refused(2, after, done, true), "after the new start");
     }
 }

@@ -271,6 +271,10 @@ impl Applier {
                     });
                 }
                 Outcome::Noop | Outcome::Duplicate(None) => {}
+                // acked and kept nowhere: a dead letter would store the learner's data again
+                Outcome::Erased { error } => {
+                    tracing::warn!(command.id = %command.command_id, reason = "erased", error, "refusing command");
+                }
                 Outcome::Deferred { waiting_for } => {
                     let (waited, deliveries) = batch[index]
                         .info()

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::batch::Key;
@@ -40,7 +40,7 @@ pub(super) async fn set_timeouts(
 }
 
 /// Serialises appliers per learner, including learners that have no row yet.
-pub(super) async fn lock_learners(
+pub(crate) async fn lock_learners(
     tx: &mut Transaction<'_, Postgres>,
     keys: &[Key],
 ) -> Result<(), sqlx::Error> {
@@ -56,7 +56,21 @@ pub(super) async fn lock_learners(
     Ok(())
 }
 
-pub(super) async fn load_rows(
+/// When each erased learner among `keys` was erased; learners never erased are absent.
+pub(super) async fn erased_learners(
+    tx: &mut Transaction<'_, Postgres>,
+    keys: &[Key],
+) -> Result<HashMap<Uuid, DateTime<Utc>>, sqlx::Error> {
+    let users: Vec<Uuid> = keys.iter().map(|(user, _)| *user).collect();
+    let rows: Vec<(Uuid, DateTime<Utc>)> =
+        sqlx::query_as("select user_id, erased_at from erased_learners where user_id = any($1)")
+            .bind(users)
+            .fetch_all(&mut **tx)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+pub(crate) async fn load_rows(
     tx: &mut Transaction<'_, Postgres>,
     keys: &[Key],
 ) -> Result<HashMap<Key, UserProgress>, sqlx::Error> {
@@ -286,12 +300,12 @@ pub async fn insert_ledger(
 }
 
 /// One learner's ledger up to a seq, in seq order: (command, outcome, applied_at).
-pub(super) type History = Vec<(ProgressCommand, String, DateTime<Utc>)>;
+pub(crate) type History = Vec<(ProgressCommand, String, DateTime<Utc>)>;
 
 /// The ledgers of `through` learners, each up to its seq: enough to rebuild the snapshot any
 /// of those commands produced.
-pub(super) async fn histories(
-    tx: &mut Transaction<'_, Postgres>,
+pub(crate) async fn histories(
+    conn: &mut PgConnection,
     through: &HashMap<Key, i64>,
 ) -> Result<HashMap<Key, History>, sqlx::Error> {
     if through.is_empty() {
@@ -310,7 +324,7 @@ pub(super) async fn histories(
     .bind(users)
     .bind(tracks)
     .bind(seqs)
-    .fetch_all(&mut **tx)
+    .fetch_all(conn)
     .await?;
     let mut histories: HashMap<Key, History> = HashMap::new();
     for (user, track, payload, outcome, applied_at) in rows {
@@ -326,7 +340,7 @@ pub(super) async fn histories(
 
 /// A learner's snapshot right after a change of the track's units, and the highest seq of
 /// their ledger then: commands above it were applied on top of this snapshot.
-pub(super) struct ChangeBase {
+pub(crate) struct ChangeBase {
     pub through_seq: i64,
     pub progress: UserProgress,
     pub total_units: i64,
@@ -336,8 +350,8 @@ pub(super) struct ChangeBase {
 
 /// The track changes of `through` learners made before each one's seq (in version order):
 /// where the snapshots of those learners' later commands were built from.
-pub(super) async fn change_bases(
-    tx: &mut Transaction<'_, Postgres>,
+pub(crate) async fn change_bases(
+    conn: &mut PgConnection,
     through: &HashMap<Key, i64>,
 ) -> Result<HashMap<Key, Vec<ChangeBase>>, sqlx::Error> {
     if through.is_empty() {
@@ -358,7 +372,7 @@ pub(super) async fn change_bases(
     .bind(users)
     .bind(tracks)
     .bind(seqs)
-    .fetch_all(&mut **tx)
+    .fetch_all(conn)
     .await?;
     let mut bases: HashMap<Key, Vec<ChangeBase>> = HashMap::new();
     for (through_seq, Json(event), removed) in rows {

@@ -11,7 +11,9 @@ mod streams;
 
 pub use connect::{ConnectError, connect, options};
 pub use headers::{CloudEvent, cloud_event_headers, header_str};
-pub use publish::{SOURCE, is_permanent, publish_command, publish_command_copy, publish_event};
+pub use publish::{
+    SOURCE, is_permanent, publish_command, publish_command_copy, publish_erased, publish_event,
+};
 pub use streams::{MAX_COMMAND_BYTES, StreamSetupError, delete_streams, ensure_streams};
 
 use std::path::PathBuf;

@@ -7,7 +7,7 @@ use async_nats::jetstream::{
 use chrono::Utc;
 
 use super::{CloudEvent, NatsConfig, cloud_event_headers};
-use crate::model::{ProgressCommand, ProgressEvent};
+use crate::model::{ErasedEvent, ProgressCommand, ProgressEvent};
 
 pub const SOURCE: &str = "learning-progress";
 
@@ -69,6 +69,29 @@ pub async fn publish_event(
     let progress = &event.progress.progress;
     js.publish_with_headers(
         config.event_subject(progress.user_id, progress.track_id),
+        headers,
+        payload.into(),
+    )
+    .await
+}
+
+/// Sends the tombstone of an erased learner's track on that learner's event subject; the
+/// returned future resolves to JetStream's ack.
+pub async fn publish_erased(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+    event: &ErasedEvent,
+) -> Result<PublishAckFuture, jetstream::context::PublishError> {
+    let kind = format!("learning.progress.event.{}.v1", event.kind);
+    let headers = cloud_event_headers(&CloudEvent {
+        id: event.event_id,
+        kind: &kind,
+        source: SOURCE,
+        time: event.erased_at,
+    });
+    let payload = serde_json::to_vec(event).expect("events always serialize");
+    js.publish_with_headers(
+        config.event_subject(event.user_id, event.track_id),
         headers,
         payload.into(),
     )

@@ -184,6 +184,23 @@ impl UserProgress {
         }
     }
 
+    /// What a learner's history makes: its applied and no-op commands (rejected ones left
+    /// out), merged in seq order, each at the time it was applied. That is how the applier
+    /// made the row, so it is the row exactly, version and `updated_at` included; `None`
+    /// when the history has no such command.
+    pub fn replay<'a>(
+        history: impl IntoIterator<Item = (&'a ProgressCommand, DateTime<Utc>)>,
+    ) -> Option<UserProgress> {
+        let mut row: Option<UserProgress> = None;
+        for (command, applied_at) in history {
+            row.get_or_insert_with(|| {
+                UserProgress::empty(command.user_id, command.track_id, command.occurred_at)
+            })
+            .apply(command, applied_at);
+        }
+        row
+    }
+
     /// The snapshot without the fields whose values depend on the order or time of
     /// application (`version`, `updated_at`); what the merge rules make order-independent.
     pub fn content_eq(&self, other: &UserProgress) -> bool {

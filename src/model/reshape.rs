@@ -23,6 +23,29 @@ use uuid::Uuid;
 use super::command::{Action, ProgressCommand};
 use super::progress::{Status, UserProgress};
 
+impl UserProgress {
+    /// What a learner's history makes since the last change of its track's units: the
+    /// snapshot `base` that change wrote, with the later commands (applied and no-op ones, in
+    /// seq order, each at the time it was applied) merged without the units `removed` from the
+    /// track by then, as the applier merged them. Without a change, [`UserProgress::replay`].
+    pub fn replay_since<'a>(
+        base: Option<UserProgress>,
+        removed: &[Uuid],
+        history: impl IntoIterator<Item = (&'a ProgressCommand, DateTime<Utc>)>,
+    ) -> Option<UserProgress> {
+        let mut row = base;
+        for (command, applied_at) in history {
+            let row = row.get_or_insert_with(|| {
+                UserProgress::empty(command.user_id, command.track_id, command.occurred_at)
+            });
+            if let Some(command) = command.without_units(|u| removed.contains(u)) {
+                row.apply(&command, applied_at);
+            }
+        }
+        row
+    }
+}
+
 impl ProgressCommand {
     /// The command with the units `removed` from its track left out: the completion of a
     /// removed unit sets only the next unit, a removed next unit leaves no current unit, a

@@ -246,7 +246,7 @@ pub async fn purge(
 }
 
 /// Asks on the terminal; without one, refuses rather than guess.
-fn confirm(question: &str) -> anyhow::Result<bool> {
+pub(super) fn confirm(question: &str) -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         anyhow::bail!("{question} — refusing without a terminal to ask on; pass --yes");
     }

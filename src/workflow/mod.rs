@@ -7,11 +7,14 @@
 //! | `TEMPORAL_ADDRESS` | `127.0.0.1:7233` | frontend `host:port` (or a URL) |
 //! | `TEMPORAL_NAMESPACE` | `default` | namespace of the workflows |
 //! | `TEMPORAL_TASK_QUEUE` | `learning-progress` | task queue the workers share |
+//!
+//! TLS and Temporal Cloud's API keys and client certificates: [`security`].
 
 mod activities;
 pub mod cli;
 pub mod client;
 mod lenient;
+pub mod security;
 mod worker;
 mod workflows;
 
@@ -20,13 +23,14 @@ pub use activities::{
     ResumeRequest, publish, publish_copy,
 };
 pub use lenient::{Lenient, json_payload};
+pub use security::{SecurityError, TemporalSecurity};
 pub use worker::{WorkerDeps, WorkerError, run, serve};
 pub use workflows::{
     AssessmentRecorded, COMMAND_ID_NAMESPACE, Carry, Inbound, LearningPathInput,
     LearningPathWorkflow, PathOutcome, PathView, TrackUnitsChanged, UnitCompleted, command_id,
 };
 
-use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Url};
+use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -54,6 +58,11 @@ pub struct TemporalConfig {
         default_value = "learning-progress"
     )]
     pub task_queue: String,
+
+    /// TLS and credentials; boxed, as only Temporal Cloud or a TLS frontend sets them, so the
+    /// subcommands carrying a Temporal configuration stay small.
+    #[command(flatten)]
+    pub security: Box<TemporalSecurity>,
 }
 
 impl TemporalConfig {
@@ -62,6 +71,7 @@ impl TemporalConfig {
             address: address.into(),
             namespace: "default".to_owned(),
             task_queue: task_queue.into(),
+            security: Box::default(),
         }
     }
 }
@@ -73,8 +83,8 @@ pub fn workflow_id(user_id: Uuid, track_id: Uuid) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("invalid Temporal address {address:?}: {reason}")]
-    Address { address: String, reason: String },
+    #[error(transparent)]
+    Settings(#[from] SecurityError),
     #[error("connecting to Temporal at {0}")]
     Connect(
         String,
@@ -84,20 +94,16 @@ pub enum ConnectError {
     Client(#[source] temporalio_client::errors::ClientNewError),
 }
 
-/// Connects a client bound to the configured namespace.
+/// Connects a client bound to the configured namespace, over TLS and with the API key or
+/// client certificate when configured ([`security`]).
 pub async fn connect(config: &TemporalConfig, identity: &str) -> Result<Client, ConnectError> {
-    let address = if config.address.contains("://") {
-        config.address.clone()
-    } else {
-        format!("http://{}", config.address)
-    };
-    let url = Url::parse(&address).map_err(|e| ConnectError::Address {
-        address: address.clone(),
-        reason: e.to_string(),
-    })?;
+    let target = config.security.target(&config.address)?;
+    let address = target.url.to_string();
     let connection = Connection::connect(
-        ConnectionOptions::new(url)
+        ConnectionOptions::new(target.url)
             .identity(format!("learning-progress-{identity}"))
+            .maybe_tls_options(target.tls)
+            .maybe_api_key(target.api_key)
             .build(),
     )
     .await

@@ -35,6 +35,17 @@ struct Progress {
     total_units: i64,
 }
 
+/// An erasure (`ce-type: learning.progress.event.erased.v1`,
+/// docs/schemas/progress-erased.schema.json): forget the learner's progress on the track.
+#[derive(Debug, Deserialize)]
+struct Erased {
+    event_id: Uuid,
+    user_id: Uuid,
+    track_id: Uuid,
+}
+
+const ERASED_TYPE: &str = "learning.progress.event.erased.v1";
+
 /// Consecutive errors from the consumer after which the agent gives up (and its supervisor
 /// restarts it); single ones, like a missed heartbeat, the client recovers from.
 const MAX_CONSECUTIVE_ERRORS: u32 = 10;
@@ -77,6 +88,11 @@ pub async fn follow(
                     None => bail!("the durable consumer's message stream ended"),
                 };
                 errors = 0;
+                let kind = message.headers.as_ref().and_then(|h| h.get("ce-type"));
+                if kind.is_some_and(|k| k.as_str() == ERASED_TYPE) {
+                    forget(message, &mut sequencer, &mut state, state_file).await?;
+                    continue;
+                }
                 let event = match serde_json::from_slice::<Event>(&message.payload) {
                     Ok(event) if event.version >= 1 && event.progress.user_id == state.user_id => event,
                     Ok(event) => {
@@ -123,6 +139,46 @@ async fn act_on_ready(
         );
         settle(&message, AckKind::Ack).await;
     }
+    Ok(())
+}
+
+/// The learner was erased on a track: what the agent holds of it goes, at once and whatever
+/// its version (versions start again at 1 if the learner starts again).
+async fn forget(
+    message: Message,
+    sequencer: &mut Sequencer<(Event, Message)>,
+    state: &mut State,
+    state_file: &Path,
+) -> anyhow::Result<()> {
+    let erased = match serde_json::from_slice::<Erased>(&message.payload) {
+        Ok(erased) if erased.user_id == state.user_id => erased,
+        Ok(erased) => {
+            refuse(
+                message,
+                &format!("an erasure of learner {}", erased.user_id),
+            )
+            .await;
+            return Ok(());
+        }
+        Err(error) => {
+            refuse(message, &error.to_string()).await;
+            return Ok(());
+        }
+    };
+    let track = erased.track_id;
+    if state.erasures.get(&track) != Some(&erased.event_id) {
+        for (_, held) in sequencer.forget(track) {
+            settle(&held, AckKind::Ack).await;
+        }
+        state.last_versions.remove(&track);
+        state.erasures.insert(track, erased.event_id);
+        state::save(state_file, state).await?;
+        println!(
+            "learner {} on track {track}: erased; forgotten",
+            state.user_id
+        );
+    }
+    settle(&message, AckKind::Ack).await;
     Ok(())
 }
 

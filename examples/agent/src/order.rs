@@ -94,6 +94,15 @@ impl<T> Sequencer<T> {
         Some(skipped)
     }
 
+    /// Forgets `track` (its learner was erased): it starts again from version 0. Returns what
+    /// was held for it, which is about the erased progress.
+    pub fn forget(&mut self, track: Uuid) -> Vec<T> {
+        self.tracks
+            .remove(&track)
+            .map(|state| state.held.into_values().collect())
+            .unwrap_or_default()
+    }
+
     /// Everything held, to hand back to the server at shutdown.
     pub fn drain_held(&mut self) -> Vec<T> {
         self.tracks
@@ -157,5 +166,15 @@ mod tests {
         assert_eq!(sequencer.skip_gap(track), Some((2, 3)));
         assert_eq!(drain(&mut sequencer, track), vec![4, 5]);
         assert_eq!(sequencer.offer(track, 3, "late"), Err("late"));
+    }
+
+    #[test]
+    fn a_forgotten_track_starts_again_from_version_one() {
+        let track = Uuid::new_v4();
+        let mut sequencer = Sequencer::new(&BTreeMap::from([(track, 5)]));
+        sequencer.offer(track, 7, "held").unwrap();
+        assert_eq!(sequencer.forget(track), vec!["held"]);
+        sequencer.offer(track, 1, "new start").unwrap();
+        assert_eq!(drain(&mut sequencer, track), vec![1]);
     }
 }

@@ -14,6 +14,10 @@ pub struct State {
     pub user_id: Uuid,
     /// Track id → the last version acted on.
     pub last_versions: BTreeMap<Uuid, i64>,
+    /// Track id → the `event_id` of the last erasure acted on, so a redelivered one is not
+    /// taken for a new erasure.
+    #[serde(default)]
+    pub erasures: BTreeMap<Uuid, Uuid>,
 }
 
 /// Reads the state at `path`, or starts afresh when there is no file yet.
@@ -24,6 +28,7 @@ pub fn load(path: &Path, user_id: Uuid) -> anyhow::Result<State> {
             return Ok(State {
                 user_id,
                 last_versions: BTreeMap::new(),
+                erasures: BTreeMap::new(),
             });
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),

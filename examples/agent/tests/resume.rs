@@ -15,9 +15,9 @@ use common::{eventually, isolated_nats};
 use learning_progress::applier::{self, ApplierConfig, Seams};
 use learning_progress::db::progress::get_user_progress;
 use learning_progress::db::tracks::{Track, create_track};
-use learning_progress::messaging::{NatsConfig, publish_command, publish_event};
+use learning_progress::messaging::{NatsConfig, publish_command, publish_erased, publish_event};
 use learning_progress::model::{
-    Action, ProgressCommand, ProgressEvent, ProgressView, UserProgress,
+    Action, ErasedEvent, ProgressCommand, ProgressEvent, ProgressView, UserProgress,
 };
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -117,13 +117,16 @@ impl Agent {
         Agent { child, lines }
     }
 
-    /// The versions printed so far, in the order printed.
+    /// The versions printed so far, in the order printed; an erasure is version 0.
     fn versions(&self) -> Vec<i64> {
         self.lines
             .lock()
             .unwrap()
             .iter()
             .map(|line| {
+                if line.ends_with(": erased; forgotten") {
+                    return 0;
+                }
                 let (_, after) = line.rsplit_once("version ").expect("a version line");
                 after.split(' ').next().unwrap().parse().unwrap()
             })
@@ -285,6 +288,47 @@ async fn versions_that_arrive_out_of_order_or_twice_are_acted_on_once_in_version
     }
     agent.wait_for_version(4).await;
     assert_eq!(agent.versions(), vec![1, 2, 3, 4]);
+    agent.terminate().await;
+    let _ = std::fs::remove_file(state);
+    common::delete_streams(&js, &nats).await;
+}
+
+#[tokio::test]
+async fn an_erasure_makes_the_agent_forget_the_track_and_take_a_new_start_from_version_one() {
+    let (nats, js) = isolated_nats().await;
+    let (user, track) = (Uuid::new_v4(), Uuid::new_v4());
+    let state = state_file();
+    let agent = Agent::start(&nats, user, &state, Arc::default());
+    let publish_all = |events: Vec<ProgressEvent>| {
+        let (js, nats) = (js.clone(), nats.clone());
+        async move {
+            for event in &events {
+                publish_event(&js, &nats, event)
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    publish_all(events(user, track, 3)).await;
+    agent.wait_for_version(3).await;
+    let erased = ErasedEvent::new(user, track, 3, Utc::now());
+    publish_erased(&js, &nats, &erased)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // the learner starts again: versions from 1, below the erasure's
+    publish_all(events(user, track, 2)).await;
+    agent.wait_for_version(2).await;
+    eventually(WAIT, "the new start's versions", || {
+        let printed = agent.versions();
+        async move { (printed == [1, 2, 3, 0, 1, 2]).then_some(()) }
+    })
+    .await;
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(saved.contains(&erased.event_id.to_string()), "{saved}");
     agent.terminate().await;
     let _ = std::fs::remove_file(state);
     common::delete_streams(&js, &nats).await;

@@ -12,9 +12,9 @@ use std::time::Instant;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::applier::sql::{LedgerRow, insert_ledger, upsert_rows};
-use crate::db::progress::{UserProgressUpdate, update_user_progress_on};
-use crate::model::{ProgressCommand, UserProgress, now_micros};
+use learning_progress::applier::sql::{LedgerRow, insert_ledger, upsert_rows};
+use learning_progress::db::progress::{UserProgressUpdate, update_user_progress_on};
+use learning_progress::model::{ProgressCommand, UserProgress, now_micros};
 
 /// Commands per second writing `commands` in batches of `batch_size`.
 pub async fn raw(

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::process::{Child, Command};
 
-use super::setup::{free_port, wait_until};
-use crate::messaging::NatsConfig;
+use crate::setup::{free_port, wait_until};
+use learning_progress::messaging::NatsConfig;
 
 pub struct ApiProcess {
     pub base: String,
@@ -113,11 +113,11 @@ impl ApiProcess {
 
 /// A service-role development token: reads anyone's progress, as the load generator must.
 pub fn admin_token() -> anyhow::Result<String> {
-    let auth = crate::auth::AuthConfig {
+    let auth = learning_progress::auth::AuthConfig {
         dev: true,
-        ..crate::auth::AuthConfig::with_secret(crate::auth::DEV_JWT_SECRET)
+        ..learning_progress::auth::AuthConfig::with_secret(learning_progress::auth::DEV_JWT_SECRET)
     };
-    Ok(crate::auth::mint_dev_token(
+    Ok(learning_progress::auth::mint_dev_token(
         &auth,
         uuid::Uuid::new_v4(),
         true,

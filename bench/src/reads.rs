@@ -9,21 +9,29 @@ use std::time::Instant;
 use futures::StreamExt as _;
 use uuid::Uuid;
 
-use super::api_process::{ApiProcess, admin_token};
-use super::report::BenchResult;
-use super::setup::{self, BenchDb, say};
-use super::{BenchConfig, Scale, load};
-use crate::db::tracks::Track;
+use crate::api_process::{ApiProcess, admin_token};
+use crate::report::BenchResult;
+use crate::setup::{self, BenchDb, say};
+use crate::{BenchConfig, Scale, load};
+use learning_progress::db::tracks::Track;
 
 /// Distinct keys the cached and uncached runs cycle through.
 const KEYS: usize = 1_000;
 const PROGRESS_QUERIES: &str = "db_queries_total{query=\"progress\"}";
 
+/// The service's binary: `--api-bin`, or `learning-progress` beside this one (cargo builds
+/// both into the same directory).
 pub fn api_bin(config: &BenchConfig) -> anyhow::Result<PathBuf> {
-    match &config.api_bin {
-        Some(bin) => Ok(bin.clone()),
-        None => Ok(std::env::current_exe()?),
+    if let Some(bin) = &config.api_bin {
+        return Ok(bin.clone());
     }
+    let beside = std::env::current_exe()?.with_file_name("learning-progress");
+    anyhow::ensure!(
+        beside.exists(),
+        "no {} (build it with `cargo build --bins`, or pass --api-bin)",
+        beside.display()
+    );
+    Ok(beside)
 }
 
 pub fn progress_path(user: Uuid, track: Uuid) -> String {
@@ -173,7 +181,7 @@ async fn cold_key(
 async fn memory(
     bin: &std::path::Path,
     db: &BenchDb,
-    nats: &crate::messaging::NatsConfig,
+    nats: &learning_progress::messaging::NatsConfig,
     users: &[Uuid],
     track: &Track,
     token: &str,

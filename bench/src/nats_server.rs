@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::process::{Child, Command};
 
-use super::setup::{free_port, say, wait_until};
+use crate::setup::{free_port, say, wait_until};
 
 pub struct NatsServer {
     pub url: String,

@@ -1,9 +1,9 @@
 //! The benchmark harness at a tiny scale, so it keeps working. Benchmarks are not tests: this
 //! asserts only that every result was produced with a positive value, never a timing.
 
-use learning_progress::bench::{self, BenchConfig, ScaleName};
 use learning_progress::config::DbConfig;
 use learning_progress::workflow::TemporalConfig;
+use learning_progress_bench::{self as bench, BenchConfig, ScaleName};
 
 fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
@@ -16,7 +16,7 @@ async fn the_harness_produces_every_result_at_a_tiny_scale() {
         scale: ScaleName::Tiny,
         only: Vec::new(),
         out: out.clone(),
-        api_bin: Some(env!("CARGO_BIN_EXE_learning-progress").into()),
+        api_bin: Some(service_binary()),
         nats_server_bin: env("NATS_SERVER_BIN", "nats-server").into(),
         wrk: "wrk".into(),
         nats_url: env("NATS_URL", "nats://127.0.0.1:4222"),
@@ -60,4 +60,21 @@ async fn the_harness_produces_every_result_at_a_tiny_scale() {
         .save(&out)
         .expect("results written");
     std::fs::remove_file(out).ok();
+}
+
+/// The service's binary, which `cargo build --workspace` (and `make test`) puts beside this
+/// test's directory: `target/<profile>/learning-progress`.
+fn service_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("learning-progress");
+    assert!(
+        bin.exists(),
+        "{} is not built: run the workspace's tests (`make test`), which build it",
+        bin.display()
+    );
+    bin
 }

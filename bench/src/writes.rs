@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer::pull};
 use tokio_util::sync::CancellationToken;
 
-use super::nats_server::NatsServer;
-use super::report::BenchResult;
-use super::setup::{self, BenchDb, say};
-use super::{BenchConfig, Scale, write_anchors};
-use crate::applier::{self, ApplierConfig, Seams};
-use crate::db::tracks::Track;
-use crate::model::ProgressCommand;
+use crate::nats_server::NatsServer;
+use crate::report::BenchResult;
+use crate::setup::{self, BenchDb, say};
+use crate::{BenchConfig, Scale, write_anchors};
+use learning_progress::applier::{self, ApplierConfig, Seams};
+use learning_progress::db::tracks::Track;
+use learning_progress::model::ProgressCommand;
 
 /// Acks outstanding at most while preloading: deep enough to keep the server busy.
 const PUBLISH_WINDOW: usize = 1_000;
@@ -151,7 +151,7 @@ async fn publish_path(
             let (js, nats, commands) = (js.clone(), nats.clone(), commands.clone());
             tokio::spawn(async move {
                 for command in commands.iter().skip(caller).step_by(PUBLISH_CALLERS) {
-                    crate::workflow::publish(&js, &nats, command).await?;
+                    learning_progress::workflow::publish(&js, &nats, command).await?;
                 }
                 anyhow::Ok(())
             })

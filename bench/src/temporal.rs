@@ -15,12 +15,12 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::report::BenchResult;
-use super::setup::{self, BenchDb, say};
-use super::{BenchConfig, Scale};
-use crate::db::tracks::Track;
-use crate::model::ProgressCommand;
-use crate::workflow::{
+use crate::report::BenchResult;
+use crate::setup::{self, BenchDb, say};
+use crate::{BenchConfig, Scale};
+use learning_progress::db::tracks::Track;
+use learning_progress::model::ProgressCommand;
+use learning_progress::workflow::{
     self, LearningPathInput, LearningPathWorkflow, PublishReceipt, ReconcileRequest, ResumePoint,
     ResumeRequest, TemporalConfig, WorkerDeps, client,
 };

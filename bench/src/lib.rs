@@ -1,4 +1,4 @@
-//! `learning-progress bench`: side-by-side benchmarks of writes, reads, freshness and
+//! The benchmark harness (`learning-progress-bench`, `make bench`): side-by-side benchmarks of writes, reads, freshness and
 //! Temporal. Every figure is measured next to its anchor in the same run and reported as a
 //! ratio, because on a small shared machine only ratios are comparable between runs.
 //!
@@ -29,8 +29,8 @@ pub use temporal::NoopActivities;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::DbConfig;
-use crate::workflow::TemporalConfig;
+use learning_progress::config::DbConfig;
+use learning_progress::workflow::TemporalConfig;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchConfig {
@@ -46,7 +46,8 @@ pub struct BenchConfig {
     #[arg(long, env = "BENCH_OUT", default_value = "bench/results/latest.json")]
     pub out: PathBuf,
 
-    /// The `learning-progress` binary to run API replicas from; this one when unset.
+    /// The `learning-progress` binary to run API replicas from; the one beside this binary
+    /// when unset.
     #[arg(long, env = "BENCH_API_BIN")]
     pub api_bin: Option<PathBuf>,
 
@@ -159,7 +160,7 @@ pub async fn run_benches(config: &BenchConfig) -> anyhow::Result<Vec<BenchResult
     Ok(results)
 }
 
-/// The `bench` subcommand: runs, prints the table, writes the JSON.
+/// Runs, prints the table, writes the JSON.
 pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
     let results = run_benches(&config).await?;
     let report = Report::new(&config, results);

@@ -9,15 +9,15 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::api_process::ApiProcess;
-use super::load::{self, percentile};
-use super::reads::{ApiFixture, progress_path};
-use super::report::BenchResult;
-use super::setup::{self, say};
-use super::{BenchConfig, Scale};
-use crate::applier::{self, ApplierConfig, Seams};
-use crate::messaging;
-use crate::model::{Action, ProgressCommand};
+use crate::api_process::ApiProcess;
+use crate::load::{self, percentile};
+use crate::reads::{ApiFixture, progress_path};
+use crate::report::BenchResult;
+use crate::setup::{self, say};
+use crate::{BenchConfig, Scale};
+use learning_progress::applier::{self, ApplierConfig, Seams};
+use learning_progress::messaging;
+use learning_progress::model::{Action, ProgressCommand};
 
 const ARRIVAL_LIMIT: Duration = Duration::from_secs(10);
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::BenchConfig;
+use crate::BenchConfig;
 
 /// One row of the table.
 #[derive(Debug, Clone, Serialize)]

@@ -10,10 +10,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, Connection as _, PgPool};
 use uuid::Uuid;
 
-use crate::config::DbConfig;
-use crate::db::tracks::{Track, TrackUnit};
-use crate::messaging::{self, NatsConfig};
-use crate::model::{Action, ProgressCommand};
+use learning_progress::config::DbConfig;
+use learning_progress::db::tracks::{Track, TrackUnit};
+use learning_progress::messaging::{self, NatsConfig};
+use learning_progress::model::{Action, ProgressCommand};
 
 /// A progress line on stderr, so stdout carries only the table.
 pub fn say(line: impl std::fmt::Display) {
@@ -46,7 +46,7 @@ impl BenchDb {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(server.clone().database(&name))
             .await?;
-        crate::db::MIGRATOR.run(&pool).await?;
+        learning_progress::db::MIGRATOR.run(&pool).await?;
         Ok(BenchDb {
             pool,
             url: url.to_string(),
@@ -179,7 +179,7 @@ pub async fn isolated_nats(
     Ok((config, js))
 }
 
-pub use crate::messaging::delete_streams;
+pub use learning_progress::messaging::delete_streams;
 
 /// A port free right now on loopback.
 pub fn free_port() -> anyhow::Result<u16> {
