@@ -440,6 +440,8 @@ ensure_database() {
 
 cmd_start() {
   mkdir -p "$STACK"
+  # tests/deploy makes the certificates of its mutual-TLS check with the openssl tool
+  command -v openssl >/dev/null || apt_install openssl
   install_wheels
   ensure_postgres
   ensure_database

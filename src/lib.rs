@@ -18,6 +18,8 @@
 //! - [`ops`]: what operators run — dead letters, lag, verify and rebuild, export, erasing a
 //!   learner.
 //! - [`track_changes`]: units added to, removed from or moved within a track learners are on.
+//! - [`xapi`]: the ledger as xAPI statements — the mapping, the read view, forwarding to an
+//!   LRS.
 //!
 //! `ARCHITECTURE.md` draws the processes and says where each invariant lives.
 //! - [`schemas`]: the JSON Schemas of the command and event payloads, for agents.
@@ -39,3 +41,4 @@ pub mod simulate;
 pub mod telemetry;
 pub mod track_changes;
 pub mod workflow;
+pub mod xapi;

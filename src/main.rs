@@ -15,6 +15,7 @@ use learning_progress::ops::{
 };
 use learning_progress::simulate::{self, SimulateConfig};
 use learning_progress::workflow::{self, TemporalConfig, cli::Attempt, cli::Learner};
+use learning_progress::xapi::{self, XapiConfig};
 use learning_progress::{db, schemas, shutdown, telemetry, track_changes};
 
 /// jemalloc rather than the system allocator: with glibc, an API replica that cached 100,000
@@ -191,6 +192,18 @@ enum Command {
         #[command(flatten)]
         erase: erase_command::EraseConfig,
     },
+    /// Post every applied command's xAPI statement to an LRS as its event arrives, or send a
+    /// learner's or a track's history (`--backfill-user`, `--backfill-track`) and exit.
+    XapiForward {
+        #[command(flatten)]
+        db: DbConfig,
+        #[command(flatten)]
+        nats: NatsConfig,
+        #[command(flatten)]
+        xapi: XapiConfig,
+        #[command(flatten)]
+        forward: xapi::forward::ForwardConfig,
+    },
     /// Dead letters: the commands the applier could never apply, and why.
     Dlq {
         #[command(subcommand)]
@@ -352,6 +365,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             TracksCommand::Show(args) => track_changes::cli::show(&args).await,
             TracksCommand::Notify(args) => track_changes::cli::notify(&args).await,
         },
+        Command::XapiForward {
+            db,
+            nats,
+            xapi,
+            forward,
+        } => xapi::forward::start(&db, &nats, &xapi, &forward, shutdown::on_signal()).await,
         Command::Status { db, nats, status } => status_command::run(&db, &nats, &status).await,
         Command::Schemas { out, check: true } => Ok(schemas::check(&out)?),
         Command::Schemas { out, check: false } => {
@@ -402,5 +421,96 @@ mod tests {
     #[test]
     fn every_subcommand_parses_its_configuration() {
         super::Cli::command().debug_assert();
+    }
+
+    /// `docs/configuration.md` is what the command line says, so it cannot drift: this fails
+    /// when they differ, and `UPDATE_DOCS=1 cargo test -p learning-progress --bin
+    /// learning-progress` rewrites it.
+    #[test]
+    fn the_configuration_reference_is_generated_from_the_command_line() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
+        let generated = configuration_reference(&super::Cli::command());
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            checked_in == generated,
+            "{} differs from the command line; regenerate it with UPDATE_DOCS=1 cargo test -p \
+             learning-progress --bin learning-progress",
+            path.display()
+        );
+    }
+
+    /// A markdown table of every environment variable any subcommand reads.
+    fn configuration_reference(cli: &clap::Command) -> String {
+        use std::collections::BTreeMap;
+        struct Var {
+            default: String,
+            help: String,
+            used_by: Vec<String>,
+        }
+        fn visit(command: &clap::Command, path: &str, vars: &mut BTreeMap<String, Var>) {
+            for arg in command.get_arguments() {
+                let Some(env) = arg.get_env() else { continue };
+                let default: Vec<String> = arg
+                    .get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect();
+                let help = arg
+                    .get_help()
+                    .map(|h| h.to_string().replace('\n', " ").replace('|', "\\|"))
+                    .unwrap_or_default();
+                let var = vars
+                    .entry(env.to_string_lossy().into_owned())
+                    .or_insert_with(|| Var {
+                        default: default.join(","),
+                        help,
+                        used_by: Vec::new(),
+                    });
+                if !path.is_empty() && !var.used_by.iter().any(|u| u == path) {
+                    var.used_by.push(path.to_owned());
+                }
+            }
+            for sub in command.get_subcommands() {
+                let name = if path.is_empty() {
+                    sub.get_name().to_owned()
+                } else {
+                    format!("{path} {}", sub.get_name())
+                };
+                visit(sub, &name, vars);
+            }
+        }
+        let mut vars = BTreeMap::new();
+        visit(cli, "", &mut vars);
+        let mut out = String::from(
+            "# Configuration\n\n\
+             Every environment variable `learning-progress` reads, generated from its command line \
+             (`src/main.rs` checks this file against it). Each has a flag of the same meaning; \
+             `learning-progress <subcommand> --help` shows them.\n\n\
+             | variable | default | read by | meaning |\n|---|---|---|---|\n",
+        );
+        for (name, var) in &vars {
+            let used_by = if var.used_by.is_empty() {
+                "every subcommand".to_owned()
+            } else {
+                var.used_by
+                    .iter()
+                    .map(|u| format!("`{u}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let default = if var.default.is_empty() {
+                String::new()
+            } else {
+                format!("`{}`", var.default)
+            };
+            out.push_str(&format!(
+                "| `{name}` | {default} | {used_by} | {} |\n",
+                var.help
+            ));
+        }
+        out
     }
 }

@@ -977,6 +977,7 @@ async fn health_metrics_and_the_openapi_document_are_served(pool: PgPool) {
         "/openapi.json",
         "/api/v1/me",
         "/api/v1/tracks/{track_id}/progress",
+        "/xapi/statements",
     ];
     for route in routes {
         assert!(paths.contains_key(route), "{route} is not documented");
@@ -1928,6 +1929,7 @@ async fn each_role_does_its_work_with_the_documented_nats_permissions_and_no_mor
             ("NATS_API_PASSWORD", "api-password"),
             ("NATS_APPLIER_PASSWORD", "applier-password"),
             ("NATS_WORKER_PASSWORD", "worker-password"),
+            ("NATS_XAPI_PASSWORD", "xapi-password"),
         ],
     )
     .await;

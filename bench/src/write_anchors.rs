@@ -12,7 +12,8 @@ use std::time::Instant;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use learning_progress::applier::sql::{LedgerRow, insert_ledger, upsert_rows};
+use learning_progress::applier::sql::{LedgerRow, insert_ledger};
+use learning_progress::db::progress::write_rows;
 use learning_progress::db::progress::{UserProgressUpdate, update_user_progress_on};
 use learning_progress::model::{ProgressCommand, UserProgress, now_micros};
 
@@ -52,7 +53,7 @@ pub async fn raw(
         }
         let changed: Vec<&UserProgress> = changed.iter().map(|k| &rows[k]).collect();
         let mut tx = pool.begin().await?;
-        upsert_rows(&mut tx, &changed).await?;
+        write_rows(&mut tx, &changed).await?;
         insert_ledger(&mut tx, &ledger, now).await?;
         tx.commit().await?;
     }

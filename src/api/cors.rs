@@ -13,6 +13,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::ApiConfig;
 use super::progress::BEHIND_HEADER;
+use super::xapi;
 
 /// How long a browser may reuse a preflight's answer.
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
@@ -30,8 +31,17 @@ pub fn layer(config: &ApiConfig) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(origins)
             .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-            .expose_headers([header::ETAG, HeaderName::from_static(BEHIND_HEADER)])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static(xapi::VERSION_HEADER),
+            ])
+            .expose_headers([
+                header::ETAG,
+                HeaderName::from_static(BEHIND_HEADER),
+                HeaderName::from_static(xapi::VERSION_HEADER),
+                HeaderName::from_static(xapi::CONSISTENT_THROUGH_HEADER),
+            ])
             .max_age(PREFLIGHT_MAX_AGE),
     )
 }

@@ -27,6 +27,7 @@
 //! - [`cache`]: the snapshot cache; [`feed`]: the events that keep it fresh; [`catalogue`]: the
 //!   tracks' unit counts.
 //! - [`cors`]: which browser origins may call; [`ticket`]: how a browser opens a live stream.
+//! - [`xapi`]: the ledger as xAPI statements (`GET /xapi/statements`, `docs/xapi.md`).
 //! - [`limits`]: what one caller may cost; [`serve`]: connections, header timeout, panics.
 
 mod auth;
@@ -45,6 +46,7 @@ mod progress;
 mod serve;
 mod state;
 mod ticket;
+mod xapi;
 
 pub use cache::{CacheConfig, Changes, PgSource, ProgressCache, Snapshot, SnapshotSource};
 pub use catalogue::TrackCatalogue;
@@ -150,6 +152,10 @@ pub struct ApiConfig {
     /// The appliers' durable consumer, whose backlog `/metrics` reports (as `status` does).
     #[arg(long, env = "APPLIER_DURABLE", default_value = "progress-applier")]
     pub applier_durable: String,
+
+    /// How `GET /xapi/statements` names learners and activities (the forwarder's settings).
+    #[command(flatten)]
+    pub xapi: crate::xapi::XapiConfig,
 }
 
 impl Default for ApiConfig {
@@ -172,6 +178,7 @@ impl Default for ApiConfig {
             max_http_connections: 10_000,
             header_read_timeout_ms: 10_000,
             applier_durable: "progress-applier".to_owned(),
+            xapi: crate::xapi::XapiConfig::default(),
         }
     }
 }
@@ -213,6 +220,7 @@ pub fn router_with(state: ApiState, extra: Router<ApiState>) -> Router {
         .merge(progress::router())
         .merge(me::router())
         .merge(export::router())
+        .merge(xapi::router())
         .merge(ops::router())
         .fallback(|| async { ApiError::NoRoute })
         .layer(TimeoutLayer::with_status_code(

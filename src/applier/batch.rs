@@ -96,7 +96,7 @@ pub(super) async fn apply_batch(
     };
     let decided = decide(commands, read, now);
     let changed: Vec<&UserProgress> = decided.changed.iter().map(|k| &decided.rows[k]).collect();
-    sql::upsert_rows(&mut tx, &changed).await?;
+    sql::write_rows(&mut tx, &changed).await?;
     sql::insert_ledger(&mut tx, &decided.ledger, now).await?;
     tx.commit().await?;
     Ok(decided.outcomes)

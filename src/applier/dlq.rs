@@ -14,10 +14,24 @@ use crate::messaging::NatsConfig;
 /// The longest error text a dead letter carries; longer ones are cut at a char boundary.
 pub const MAX_ERROR_BYTES: usize = 512;
 
-/// Publishes `message` to the dead-letter stream; the future resolves to JetStream's ack.
+/// Publishes the command `message` to the dead-letter stream; the future resolves to
+/// JetStream's ack.
 pub(super) async fn dead_letter(
     js: &jetstream::Context,
     config: &NatsConfig,
+    message: &Message,
+    reason: &str,
+    error: &str,
+) -> Result<PublishAckFuture, jetstream::context::PublishError> {
+    dead_letter_from(js, config, &config.commands_stream, message, reason, error).await
+}
+
+/// Publishes `message`, delivered from `stream`, to the dead-letter stream (the xAPI
+/// forwarder dead-letters events); the future resolves to JetStream's ack.
+pub async fn dead_letter_from(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+    stream: &str,
     message: &Message,
     reason: &str,
     error: &str,
@@ -40,7 +54,7 @@ pub(super) async fn dead_letter(
     // one dead letter per original message however often it is retried; a message whose
     // place in the stream is unknown gets an id of its own rather than a shared one
     let id = match &info {
-        Some(info) => format!("dlq-{}-{}", config.commands_stream, info.stream_sequence),
+        Some(info) => format!("dlq-{stream}-{}", info.stream_sequence),
         None => format!("dlq-{}", Uuid::new_v4()),
     };
     headers.insert("Nats-Msg-Id", id.as_str());
@@ -51,7 +65,7 @@ pub(super) async fn dead_letter(
         bounded(error).replace(['\r', '\n'], " ").as_str(),
     );
     headers.insert("lp-dlq-subject", message.subject.as_str());
-    headers.insert("lp-dlq-stream", config.commands_stream.as_str());
+    headers.insert("lp-dlq-stream", stream);
     if let Some(info) = &info {
         headers.insert(
             "lp-dlq-stream-seq",

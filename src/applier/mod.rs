@@ -30,7 +30,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 pub use config::ApplierConfig;
-pub use dlq::MAX_ERROR_BYTES;
+pub use dlq::{MAX_ERROR_BYTES, dead_letter_from};
 
 use crate::messaging::{self, NatsConfig};
 use pipeline::{Applier, Pipeline};
@@ -44,8 +44,15 @@ pub struct Seams {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplierError {
-    #[error("setting up the commands consumer: {0}")]
-    Setup(String),
+    #[error("setting up the streams")]
+    Streams(#[from] messaging::StreamSetupError),
+    #[error("creating the durable consumer {durable} on {stream}")]
+    Consumer {
+        durable: String,
+        stream: String,
+        #[source]
+        source: async_nats::jetstream::stream::ConsumerError,
+    },
     #[error("halted after commit by a test seam")]
     Halted,
 }
@@ -59,10 +66,7 @@ pub async fn run(
     seams: Seams,
     shutdown: CancellationToken,
 ) -> Result<(), ApplierError> {
-    let setup = |e: &dyn std::fmt::Display| ApplierError::Setup(e.to_string());
-    messaging::ensure_streams(&js, &nats)
-        .await
-        .map_err(|e| setup(&e))?;
+    messaging::ensure_streams(&js, &nats).await?;
     let consumer: jetstream::consumer::Consumer<pull::Config> = js
         .create_consumer_on_stream(
             pull::Config {
@@ -79,7 +83,11 @@ pub async fn run(
             &nats.commands_stream,
         )
         .await
-        .map_err(|e| setup(&e))?;
+        .map_err(|source| ApplierError::Consumer {
+            durable: config.durable.clone(),
+            stream: nats.commands_stream.clone(),
+            source,
+        })?;
     tracing::info!(durable = %config.durable, stream = %nats.commands_stream, batch_size = config.batch_size, "applier consuming");
 
     let (marks, recording) = announce::Marks::start(pool.clone());

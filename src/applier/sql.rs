@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::batch::Key;
 use crate::db::progress::ProgressRow;
+pub(crate) use crate::db::progress::{lock_learners, write_rows};
 use crate::model::{ProgressCommand, ProgressEvent, UserProgress};
 
 /// Limits set on each batch's transaction, so an applier that lost its network cannot hold a
@@ -39,23 +40,6 @@ pub(super) async fn set_timeouts(
     Ok(())
 }
 
-/// Serialises appliers per learner, including learners that have no row yet.
-pub(crate) async fn lock_learners(
-    tx: &mut Transaction<'_, Postgres>,
-    keys: &[Key],
-) -> Result<(), sqlx::Error> {
-    let (users, tracks): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
-    sqlx::query(
-        "select pg_advisory_xact_lock(hashtextextended(u::text || t::text, 0))
-         from (select u, t from unnest($1::uuid[], $2::uuid[]) as k (u, t) order by u, t) as ordered",
-    )
-    .bind(users)
-    .bind(tracks)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 /// When each erased learner among `keys` was erased; learners never erased are absent.
 pub(super) async fn erased_learners(
     tx: &mut Transaction<'_, Postgres>,
@@ -75,7 +59,8 @@ pub(crate) async fn load_rows(
     keys: &[Key],
 ) -> Result<HashMap<Key, UserProgress>, sqlx::Error> {
     let (users, tracks): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
-    // `for update` as well: the CRUD layer writes rows under the row lock, not the advisory one
+    // `for update` as well: a row lock beside the advisory one costs little and keeps the rows
+    // safe from any writer that forgets the advisory lock
     let rows: Vec<ProgressRow> = sqlx::query_as(
         "select p.* from user_progress p
          join unnest($1::uuid[], $2::uuid[]) as k (u, t) on p.user_id = k.u and p.track_id = k.t
@@ -188,59 +173,6 @@ pub(super) async fn load_ledger(
             },
         )
         .collect())
-}
-
-/// Writes the merged rows with one batched upsert; public so the benchmark's raw-write anchor
-/// runs exactly this statement.
-pub async fn upsert_rows(
-    tx: &mut Transaction<'_, Postgres>,
-    rows: &[&UserProgress],
-) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    // PostgreSQL arrays must be rectangular, so each row's unit set travels as one text literal
-    let completed: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            let ids: Vec<String> = r.completed_unit_ids.iter().map(Uuid::to_string).collect();
-            format!("{{{}}}", ids.join(","))
-        })
-        .collect();
-    sqlx::query(
-        "insert into user_progress (user_id, track_id, status, current_unit_id, completed_unit_ids,
-             assessment_results, started_at, completed_at, updated_at, last_seq, version)
-         select r.user_id, r.track_id, r.status, r.current_unit_id, r.completed::uuid[],
-                r.results, r.started_at, r.completed_at, r.updated_at, r.last_seq, r.version
-         from unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::jsonb[],
-                     $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::bigint[], $11::bigint[])
-              as r (user_id, track_id, status, current_unit_id, completed, results,
-                    started_at, completed_at, updated_at, last_seq, version)
-         on conflict (user_id, track_id) do update set
-             status = excluded.status,
-             current_unit_id = excluded.current_unit_id,
-             completed_unit_ids = excluded.completed_unit_ids,
-             assessment_results = excluded.assessment_results,
-             started_at = excluded.started_at,
-             completed_at = excluded.completed_at,
-             updated_at = excluded.updated_at,
-             last_seq = excluded.last_seq,
-             version = excluded.version",
-    )
-    .bind(rows.iter().map(|r| r.user_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.track_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.current_unit_id).collect::<Vec<_>>())
-    .bind(completed)
-    .bind(rows.iter().map(|r| Json(&r.assessment_results)).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.started_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.completed_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.last_seq).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// One `progress_ledger` row to insert.

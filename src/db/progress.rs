@@ -1,9 +1,12 @@
-//! CRUD of `user_progress`. Every change is one SQL statement that merges under the row lock,
-//! following the same rules as [`UserProgress::apply`], so concurrent callers lose nothing.
+//! CRUD of `user_progress`, and the two statements every writer of rows shares: the
+//! learners' locks and the batched row write. An update merges in Rust with the model's own
+//! rules ([`UserProgress::add_completed`] and its siblings, which [`UserProgress::apply`]
+//! combines per command), under the same per-learner lock the applier takes, so a CRUD caller
+//! and an applier never lose each other's changes and there is one merge, not two.
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgExecutor, PgPool};
+use sqlx::{Connection as _, PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::model::{Action, AssessmentResults, Attempt, ProgressCommand, Status, UserProgress};
@@ -190,6 +193,8 @@ pub async fn create_user_progress(
     new: &UserProgressCreate,
 ) -> Result<UserProgress, ProgressError> {
     ensure_units_in_track(pool, new.track_id, &Vec::from_iter(new.current_unit_id)).await?;
+    let mut tx = pool.begin().await?;
+    lock_learners(&mut tx, &[(new.user_id, new.track_id)]).await?;
     let row: Option<ProgressRow> = sqlx::query_as(
         "insert into user_progress (user_id, track_id, current_unit_id, started_at, updated_at)
          values ($1, $2, $3, $4, now())
@@ -200,8 +205,9 @@ pub async fn create_user_progress(
     .bind(new.track_id)
     .bind(new.current_unit_id)
     .bind(new.started_at)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
+    tx.commit().await?;
     match row {
         Some(row) => row.try_into(),
         None => Err(ProgressError::AlreadyExists {
@@ -238,7 +244,7 @@ pub async fn update_user_progress(
 }
 
 /// [`update_user_progress`] on one connection, so a caller can run it inside its own
-/// transaction (e.g. together with a ledger insert).
+/// transaction (e.g. together with a ledger insert); it then runs in a savepoint.
 pub async fn update_user_progress_on(
     conn: &mut PgConnection,
     user_id: Uuid,
@@ -246,81 +252,119 @@ pub async fn update_user_progress_on(
     update: &UserProgressUpdate,
 ) -> Result<Option<UserProgress>, ProgressError> {
     ensure_units_in_track(&mut *conn, track_id, &update.unit_ids()).await?;
-    let (assessment_unit, attempt_id, attempt) = match &update.assessment {
-        Some(a) => (
-            Some(a.unit_id),
-            Some(a.attempt_id),
-            Some(Json(a.attempt.clone())),
-        ),
-        None => (None, None, None),
-    };
-    // `merged` reads the row under `for update`, so a concurrent writer's change is seen
-    // before merging; the update compares old and merged values to decide on a new version.
+    let mut tx = conn.begin().await?;
+    lock_learners(&mut tx, &[(user_id, track_id)]).await?;
     let row: Option<ProgressRow> = sqlx::query_as(
-        "with old as (
-            select * from user_progress where user_id = $1 and track_id = $2 for update
-        ), candidate as (
-            select
-                array(select distinct u from unnest(old.completed_unit_ids || $3::uuid[]) as u
-                      order by u) as completed_unit_ids,
-                case when $4::uuid is null then old.assessment_results
-                     when kept is not null and not (
-                         ($6->>'at')::timestamptz < (kept->>'at')::timestamptz
-                         or (($6->>'at')::timestamptz = (kept->>'at')::timestamptz
-                             and (($6->>'score')::float8, ($6->>'max_score')::float8, ($6->>'passed')::bool)
-                               > ((kept->>'score')::float8, (kept->>'max_score')::float8, (kept->>'passed')::bool)))
-                     then old.assessment_results
-                     else jsonb_set(old.assessment_results, array[$4::text],
-                          jsonb_build_object('attempts',
-                              coalesce(old.assessment_results #> array[$4::text, 'attempts'], '{}')
-                              || jsonb_build_object($5::text, $6::jsonb)))
-                end as assessment_results,
-                case when $7::bigint > old.last_seq then $8::uuid else old.current_unit_id end
-                    as current_unit_id,
-                greatest(old.last_seq, coalesce($7::bigint, 0)) as last_seq,
-                case when $9::timestamptz is null then old.status else 'completed' end as status,
-                case when $9::timestamptz is null then old.completed_at
-                     else least(coalesce(old.completed_at, $9::timestamptz), $9::timestamptz)
-                end as completed_at,
-                least(old.started_at, coalesce($10::timestamptz, old.started_at)) as started_at
-            from old, lateral (
-                select old.assessment_results #> array[$4::text, 'attempts', $5::text] as kept
-            ) k
-        ), merged as (
-            select c.*, (c.completed_unit_ids, c.assessment_results, c.current_unit_id, c.last_seq,
-                         c.status, c.completed_at, c.started_at)
-                is distinct from (old.completed_unit_ids, old.assessment_results,
-                                  old.current_unit_id, old.last_seq, old.status,
-                                  old.completed_at, old.started_at) as changed
-            from candidate c, old
-        )
-        update user_progress p set
-            completed_unit_ids = m.completed_unit_ids,
-            assessment_results = m.assessment_results,
-            current_unit_id = m.current_unit_id,
-            last_seq = m.last_seq,
-            status = m.status,
-            completed_at = m.completed_at,
-            started_at = m.started_at,
-            version = p.version + m.changed::int,
-            updated_at = case when m.changed then now() else p.updated_at end
-        from merged m
-        where p.user_id = $1 and p.track_id = $2
-        returning p.*",
+        "select * from user_progress where user_id = $1 and track_id = $2 for update",
     )
     .bind(user_id)
     .bind(track_id)
-    .bind(&update.completed_unit_ids_add)
-    .bind(assessment_unit)
-    .bind(attempt_id)
-    .bind(attempt)
-    .bind(update.current_unit.map(|c| c.seq))
-    .bind(update.current_unit.and_then(|c| c.unit_id))
-    .bind(update.completed_at)
-    .bind(update.occurred_at)
-    .fetch_optional(&mut *conn)
+    .fetch_optional(&mut *tx)
     .await?;
-    row.map(UserProgress::try_from).transpose()
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let mut progress = UserProgress::try_from(row)?;
+    if merge(&mut progress, update, crate::model::now_micros()) {
+        write_rows(&mut tx, &[&progress]).await?;
+    }
+    tx.commit().await?;
+    Ok(Some(progress))
+}
+
+/// Merges each part of `update` by the model's rule for it; returns whether anything changed
+/// (then the version grew by one).
+fn merge(progress: &mut UserProgress, update: &UserProgressUpdate, now: DateTime<Utc>) -> bool {
+    let before = progress.clone();
+    if let Some(at) = update.occurred_at {
+        progress.note_occurred(at);
+    }
+    for unit in &update.completed_unit_ids_add {
+        progress.add_completed(*unit);
+    }
+    if let Some(a) = &update.assessment {
+        progress.record_attempt(a.unit_id, a.attempt_id, a.attempt.clone());
+    }
+    if let Some(current) = update.current_unit {
+        progress.set_current(current.unit_id, current.seq);
+    }
+    if let Some(at) = update.completed_at {
+        progress.mark_completed(at);
+    }
+    progress.bump_if_changed(&before, now)
+}
+
+/// Serialises every writer of the learners' rows (appliers, the CRUD, `rebuild`, `erase`),
+/// including learners that have no row yet: a transaction-scoped advisory lock per learner,
+/// taken in one order so two writers never deadlock.
+pub async fn lock_learners(
+    conn: &mut PgConnection,
+    keys: &[(Uuid, Uuid)],
+) -> Result<(), sqlx::Error> {
+    let (users, tracks): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
+    sqlx::query(
+        "select pg_advisory_xact_lock(hashtextextended(u::text || t::text, 0))
+         from (select u, t from unnest($1::uuid[], $2::uuid[]) as k (u, t) order by u, t) as ordered",
+    )
+    .bind(users)
+    .bind(tracks)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes merged rows with one batched upsert: the only statement that writes a row's
+/// content (the applier's batches, the CRUD's updates, `rebuild`). The caller holds the
+/// learners' locks ([`lock_learners`]).
+pub async fn write_rows(
+    conn: &mut PgConnection,
+    rows: &[&UserProgress],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // PostgreSQL arrays must be rectangular, so each row's unit set travels as one text literal
+    let completed: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let ids: Vec<String> = r.completed_unit_ids.iter().map(Uuid::to_string).collect();
+            format!("{{{}}}", ids.join(","))
+        })
+        .collect();
+    sqlx::query(
+        "insert into user_progress (user_id, track_id, status, current_unit_id, completed_unit_ids,
+             assessment_results, started_at, completed_at, updated_at, last_seq, version)
+         select r.user_id, r.track_id, r.status, r.current_unit_id, r.completed::uuid[],
+                r.results, r.started_at, r.completed_at, r.updated_at, r.last_seq, r.version
+         from unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::jsonb[],
+                     $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::bigint[], $11::bigint[])
+              as r (user_id, track_id, status, current_unit_id, completed, results,
+                    started_at, completed_at, updated_at, last_seq, version)
+         on conflict (user_id, track_id) do update set
+             status = excluded.status,
+             current_unit_id = excluded.current_unit_id,
+             completed_unit_ids = excluded.completed_unit_ids,
+             assessment_results = excluded.assessment_results,
+             started_at = excluded.started_at,
+             completed_at = excluded.completed_at,
+             updated_at = excluded.updated_at,
+             last_seq = excluded.last_seq,
+             version = excluded.version",
+    )
+    .bind(rows.iter().map(|r| r.user_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.track_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.current_unit_id).collect::<Vec<_>>())
+    .bind(completed)
+    .bind(rows.iter().map(|r| Json(&r.assessment_results)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.started_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.completed_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.last_seq).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Deletes a learner's progress on a track; returns whether there was any.

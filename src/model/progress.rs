@@ -121,7 +121,7 @@ impl UserProgress {
     /// its units belong to the track.
     pub fn apply(&mut self, command: &ProgressCommand, now: DateTime<Utc>) -> bool {
         let before = self.clone();
-        self.started_at = self.started_at.min(command.occurred_at);
+        self.note_occurred(command.occurred_at);
         match &command.action {
             Action::TrackStarted { current_unit_id } => {
                 self.set_current(*current_unit_id, command.seq);
@@ -130,9 +130,7 @@ impl UserProgress {
                 unit_id,
                 next_unit_id,
             } => {
-                if let Err(at) = self.completed_unit_ids.binary_search(unit_id) {
-                    self.completed_unit_ids.insert(at, *unit_id);
-                }
+                self.add_completed(*unit_id);
                 self.set_current(*next_unit_id, command.seq);
             }
             Action::AssessmentRecorded {
@@ -148,40 +146,67 @@ impl UserProgress {
                     passed: *passed,
                     at: command.occurred_at,
                 };
-                let attempts = &mut self
-                    .assessment_results
-                    .entry(*unit_id)
-                    .or_default()
-                    .attempts;
-                match attempts.get(attempt_id) {
-                    Some(kept) if !attempt.supersedes(kept) => {}
-                    _ => {
-                        attempts.insert(*attempt_id, attempt);
-                    }
-                }
+                self.record_attempt(*unit_id, *attempt_id, attempt);
             }
             Action::TrackCompleted {} => {
-                self.status = Status::Completed;
-                let at = self
-                    .completed_at
-                    .map_or(command.occurred_at, |at| at.min(command.occurred_at));
-                self.completed_at = Some(at);
+                self.mark_completed(command.occurred_at);
                 self.set_current(None, command.seq);
             }
         }
-        let changed = *self != before;
+        self.bump_if_changed(&before, now)
+    }
+
+    // The parts of a change, each by its merge rule. `apply` combines them per command; the
+    // CRUD layer (`db::progress::update_user_progress`) combines them per partial update,
+    // so both follow one definition.
+
+    /// `started_at` becomes the earliest time anything happened.
+    pub fn note_occurred(&mut self, at: DateTime<Utc>) {
+        self.started_at = self.started_at.min(at);
+    }
+
+    /// Adds a unit to the completed set, kept sorted and without duplicates.
+    pub fn add_completed(&mut self, unit_id: Uuid) {
+        if let Err(at) = self.completed_unit_ids.binary_search(&unit_id) {
+            self.completed_unit_ids.insert(at, unit_id);
+        }
+    }
+
+    /// Records an assessment attempt; of two records of one attempt id, the one that
+    /// supersedes is kept ([`Attempt::supersedes`]).
+    pub fn record_attempt(&mut self, unit_id: Uuid, attempt_id: Uuid, attempt: Attempt) {
+        let attempts = &mut self.assessment_results.entry(unit_id).or_default().attempts;
+        match attempts.get(&attempt_id) {
+            Some(kept) if !attempt.supersedes(kept) => {}
+            _ => {
+                attempts.insert(attempt_id, attempt);
+            }
+        }
+    }
+
+    /// Completes the track: the status never goes back, `completed_at` is the earliest.
+    pub fn mark_completed(&mut self, at: DateTime<Utc>) {
+        self.status = Status::Completed;
+        self.completed_at = Some(self.completed_at.map_or(at, |kept| kept.min(at)));
+    }
+
+    /// Sets the current unit if `seq` is newer than the command that set it last.
+    pub fn set_current(&mut self, unit: Option<Uuid>, seq: i64) {
+        if seq > self.last_seq {
+            self.current_unit_id = unit;
+            self.last_seq = seq;
+        }
+    }
+
+    /// After merging parts into a snapshot that was `before`: a new version at `now` if
+    /// anything changed. Returns whether it did.
+    pub fn bump_if_changed(&mut self, before: &UserProgress, now: DateTime<Utc>) -> bool {
+        let changed = self != before;
         if changed {
             self.version += 1;
             self.updated_at = now;
         }
         changed
-    }
-
-    fn set_current(&mut self, unit: Option<Uuid>, seq: i64) {
-        if seq > self.last_seq {
-            self.current_unit_id = unit;
-            self.last_seq = seq;
-        }
     }
 
     /// What a learner's history makes: its applied and no-op commands (rejected ones left

@@ -200,7 +200,7 @@ pub async fn rebuild(
         if dry_run || rewrites.is_empty() {
             tx.rollback().await?;
         } else {
-            applier_sql::upsert_rows(&mut tx, &rewrites.iter().collect::<Vec<_>>()).await?;
+            applier_sql::write_rows(&mut tx, &rewrites.iter().collect::<Vec<_>>()).await?;
             tx.commit().await?;
             report.rewritten += rewrites.len() as u64;
             if let Some((js, nats)) = events {

@@ -14,8 +14,8 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::applier::sql::upsert_rows;
 use crate::db::progress::ProgressRow;
+use crate::db::progress::write_rows;
 use crate::db::tracks::TrackUnit;
 use crate::model::{ProgressEvent, ProgressView, UserProgress};
 
@@ -347,7 +347,7 @@ async fn rewrite_learners(
                 progress: ProgressView::new(learner.clone(), order.len() as i64),
             });
         }
-        upsert_rows(tx, &learners.iter().collect::<Vec<_>>()).await?;
+        write_rows(tx, &learners.iter().collect::<Vec<_>>()).await?;
         sqlx::query(
             "insert into track_change_events (event_id, user_id, track_id, units_version, version,
                  through_seq, event)
