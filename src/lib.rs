@@ -17,6 +17,7 @@
 //! - [`all`]: worker, applier and API in one process.
 //! - [`ops`]: what operators run — dead letters, lag, verify and rebuild, export, erasing a
 //!   learner.
+//! - [`track_changes`]: units added to, removed from or moved within a track learners are on.
 //! - [`xapi`]: the ledger as xAPI statements — the mapping, the read view, forwarding to an
 //!   LRS.
 //!
@@ -38,5 +39,6 @@ pub mod schemas;
 pub mod shutdown;
 pub mod simulate;
 pub mod telemetry;
+pub mod track_changes;
 pub mod workflow;
 pub mod xapi;

@@ -16,7 +16,7 @@ use learning_progress::ops::{
 use learning_progress::simulate::{self, SimulateConfig};
 use learning_progress::workflow::{self, TemporalConfig, cli::Attempt, cli::Learner};
 use learning_progress::xapi::{self, XapiConfig};
-use learning_progress::{db, schemas, shutdown, telemetry};
+use learning_progress::{db, schemas, shutdown, telemetry, track_changes};
 
 /// jemalloc rather than the system allocator: with glibc, an API replica that cached 100,000
 /// snapshots held ~90 MiB more than the snapshots themselves, freed but fragmented.
@@ -271,6 +271,18 @@ enum TracksCommand {
         #[command(flatten)]
         db: DbConfig,
     },
+    /// Add a unit to a track, also for the learners already on it: percent complete is
+    /// recomputed, a completed track stays completed unless `--reopen`.
+    AddUnit(track_changes::cli::AddUnit),
+    /// Remove a unit from a track: learners' completions of it stop counting (the ledger keeps
+    /// them), a learner on it moves to their first open unit.
+    RemoveUnit(track_changes::cli::RemoveUnit),
+    /// Move a unit to another position; learners' paths follow the new order.
+    MoveUnit(track_changes::cli::MoveUnit),
+    /// Print a track: its units in order, its units version, how many learners are on it.
+    Show(track_changes::cli::Show),
+    /// Tell every learner's running path the track's current units again.
+    Notify(track_changes::cli::Notify),
 }
 
 #[tokio::main]
@@ -338,16 +350,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", auth::mint_development_token(&auth, user, admin, ttl)?);
             Ok(())
         }
-        Command::Tracks {
-            command: TracksCommand::Create { title, units, db },
-        } => {
-            let pool = db::connect(&db).await?;
-            let track = db::tracks::create_track(&pool, &title, units.into())
-                .await
-                .with_context(|| format!("creating the track in {}", db.redacted_url()))?;
-            println!("{}", serde_json::to_string_pretty(&track)?);
-            Ok(())
-        }
+        Command::Tracks { command } => match command {
+            TracksCommand::Create { title, units, db } => {
+                let pool = db::connect(&db).await?;
+                let track = db::tracks::create_track(&pool, &title, units.into())
+                    .await
+                    .with_context(|| format!("creating the track in {}", db.redacted_url()))?;
+                println!("{}", serde_json::to_string_pretty(&track)?);
+                Ok(())
+            }
+            TracksCommand::AddUnit(args) => track_changes::cli::add_unit(&args).await,
+            TracksCommand::RemoveUnit(args) => track_changes::cli::remove_unit(&args).await,
+            TracksCommand::MoveUnit(args) => track_changes::cli::move_unit(&args).await,
+            TracksCommand::Show(args) => track_changes::cli::show(&args).await,
+            TracksCommand::Notify(args) => track_changes::cli::notify(&args).await,
+        },
         Command::XapiForward {
             db,
             nats,

@@ -20,6 +20,8 @@ async fn migrations_run_on_plain_postgres_without_row_security(pool: PgPool) {
         "track_units",
         "user_progress",
         "progress_ledger",
+        "track_changes",
+        "track_change_events",
     ] {
         assert!(
             !row_security(&pool, table).await,
@@ -46,6 +48,8 @@ async fn with_an_auth_schema_a_user_reads_only_their_own_progress(pool: PgPool) 
         "track_units",
         "user_progress",
         "progress_ledger",
+        "track_changes",
+        "track_change_events",
     ] {
         assert!(
             row_security(&pool, table).await,

@@ -97,6 +97,7 @@ fn an_event_type_is_a_command_type_or_an_operators() {
         .map(|variant| variant["properties"]["type"]["const"].clone())
         .collect();
     types.push(Value::from(learning_progress::ops::rebuild::REBUILT));
+    types.push(Value::from(learning_progress::track_changes::EVENT_KIND));
     let event = schema("progress-event.schema.json");
     assert_eq!(event["properties"]["type"]["enum"], Value::Array(types));
 }
@@ -232,7 +233,7 @@ fn the_example_events_in_docs_events_md_validate_against_the_event_schema() {
         .collect();
     let (tombstones, examples): (Vec<Value>, Vec<Value>) =
         examples.into_iter().partition(|e| e["type"] == "erased");
-    assert_eq!(examples.len(), 4, "one example per event type");
+    assert_eq!(examples.len(), 5, "one example per event type");
     for example in &examples {
         assert_valid(&validator, example);
         let event: ProgressEvent = serde_json::from_value(example.clone()).unwrap();

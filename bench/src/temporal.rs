@@ -65,6 +65,8 @@ impl NoopActivities {
         Ok(ResumePoint {
             last_seq: 0,
             completed_unit_ids: Vec::new(),
+            units_version: 0,
+            unit_ids: Vec::new(),
         })
     }
 }

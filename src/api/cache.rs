@@ -108,6 +108,11 @@ pub struct CacheConfig {
 /// Where a miss reads from: the database, or a test's wrapper around it.
 pub trait SnapshotSource: Send + Sync + 'static {
     fn load(&self, key: Key) -> BoxFuture<'static, Result<Option<ProgressView>, ProgressError>>;
+
+    /// The units of `track` changed: forget whatever was cached about it.
+    fn forget_track(&self, _track: Uuid) -> BoxFuture<'static, ()> {
+        futures::future::ready(()).boxed()
+    }
 }
 
 /// Reads snapshots from PostgreSQL, one counted query per load (and one more the first time a
@@ -150,6 +155,11 @@ impl SnapshotSource for PgSource {
             }
         }
         .boxed()
+    }
+
+    fn forget_track(&self, track: Uuid) -> BoxFuture<'static, ()> {
+        let catalogue = self.catalogue.clone();
+        async move { catalogue.forget(track).await }.boxed()
     }
 }
 
@@ -248,7 +258,10 @@ impl ProgressCache {
     /// `read_at` ([`ProgressCache::generation`]): it is not cached if the cache was cleared or
     /// a learner erased since, as the read may predate what made it stale.
     pub async fn offer_read(&self, snapshot: Snapshot, read_at: Option<u64>) -> Snapshot {
-        match self.put_if_newer(snapshot.clone(), true, read_at).await {
+        match self
+            .put_if_newer(snapshot.clone(), true, read_at, false)
+            .await
+        {
             CompResult::Inserted(entry) | CompResult::ReplacedWith(entry) => {
                 let cached = entry.into_value();
                 self.announce(snapshot.key(), cached.clone()).await;
@@ -259,16 +272,18 @@ impl ProgressCache {
         }
     }
 
-    /// Makes `snapshot` its key's cached one when it is newer than the cached one, or when
-    /// none is cached and `create` allows it: one atomic step per key. A snapshot read at a
-    /// generation that has passed is not cached: the check is inside the step, so an erasure
-    /// (which moves the generation on before its own step on the key) either finds the
-    /// snapshot in place and removes it, or is seen by the check.
+    /// Makes `snapshot` its key's cached one when it is newer than the cached one (or as new
+    /// but different, when `replace_equal`), or when none is cached and `create` allows it:
+    /// one atomic step per key. A snapshot read at a generation that has passed is not cached:
+    /// the check is inside the step, so an erasure (which moves the generation on before its
+    /// own step on the key) either finds the snapshot in place and removes it, or is seen by
+    /// the check.
     async fn put_if_newer(
         &self,
         snapshot: Snapshot,
         create: bool,
         read_at: Option<u64>,
+        replace_equal: bool,
     ) -> CompResult<Key, Snapshot> {
         let generation = &self.inner.generation;
         self.inner
@@ -278,7 +293,13 @@ impl ProgressCache {
                 let outdated = read_at.is_some_and(|at| generation.load(Ordering::SeqCst) != at);
                 let op = match current {
                     _ if outdated => Op::Nop,
-                    Some(current) if current.value().version() >= snapshot.version() => Op::Nop,
+                    Some(current) if current.value().version() > snapshot.version() => Op::Nop,
+                    Some(current)
+                        if current.value().version() == snapshot.version()
+                            && (!replace_equal || current.value().packed == snapshot.packed) =>
+                    {
+                        Op::Nop
+                    }
                     None if !create => Op::Nop,
                     _ => Op::Put(snapshot),
                 };
@@ -305,16 +326,27 @@ impl ProgressCache {
     /// when newer. Creating the entry of a learner not cached is not: it could pin an old
     /// version until the TTL. Such a learner is read from the database next time instead (at
     /// once, if a live stream or a `min_version` read waits on it).
+    ///
+    /// A `track_changed` event (the track's units changed) first makes the track's unit count
+    /// be read again, and replaces a cached snapshot of its own version if that differs: a load
+    /// that read the row the change wrote, with the unit count cached before the change, made
+    /// that version's view with the old count; the event's is the one the change computed.
     pub async fn apply(&self, event: &ProgressEvent) -> bool {
         let offered = Snapshot::new(&event.progress);
         let key = offered.key();
+        let track_changed = event.kind == crate::track_changes::EVENT_KIND;
+        if track_changed {
+            self.inner.source.forget_track(key.1).await;
+        }
         let loading = self
             .inner
             .loads
             .lock()
             .expect("loads lock poisoned")
             .contains_key(&key);
-        let result = self.put_if_newer(offered, loading, None).await;
+        let result = self
+            .put_if_newer(offered, loading, None, track_changed)
+            .await;
         let outcome = match result {
             CompResult::Inserted(entry) | CompResult::ReplacedWith(entry) => {
                 self.announce(key, entry.into_value()).await;

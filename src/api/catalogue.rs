@@ -1,6 +1,8 @@
-//! The track catalogue as the read side needs it: each track's unit count, cached. A track's
-//! units are fixed when it is created ([`crate::db::tracks::create_track`]), so a read never
-//! needs to ask again; the TTL only bounds how long a catalogue edited by hand stays believed.
+//! The track catalogue as the read side needs it: each track's unit count, cached. A change of
+//! a track's units (`tracks add-unit`, `remove-unit`) publishes a `track_changed` event per
+//! learner on it; the first one a replica sees makes it read the count again
+//! ([`TrackCatalogue::forget`]). The TTL bounds how long a catalogue edited by hand, without
+//! those events, stays believed.
 
 use std::time::Duration;
 
@@ -49,6 +51,11 @@ impl TrackCatalogue {
         let count = crate::db::views::unit_count(&self.pool, track).await?;
         self.unit_counts.insert(track, count).await;
         Ok(count)
+    }
+
+    /// Reads `track`'s unit count again next time: its units changed.
+    pub async fn forget(&self, track: Uuid) {
+        self.unit_counts.invalidate(&track).await;
     }
 
     /// `progress` as readers see it, with its track's unit count.

@@ -10,6 +10,8 @@
 //! redeliveries they stand for, publishing the events the ledger rebuilds. An event announced
 //! twice carries the same `Nats-Msg-Id` (the command id), so JetStream stores it once within
 //! its duplicate window, and consumers ignore a version they already have in any case.
+//! The sweep also publishes the `track_changed` events a change of a track's units left in its
+//! outbox ([`crate::track_changes::outbox`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +28,7 @@ use super::retry::Transient;
 use super::sql;
 use crate::messaging;
 use crate::telemetry::causes;
+use crate::track_changes;
 
 /// Most commands one sweep re-announces; the next sweep takes the rest.
 const SWEEP_LIMIT: i64 = 500;
@@ -89,6 +92,16 @@ pub(super) async fn sweep(applier: Arc<Applier>, shutdown: CancellationToken) {
             }
             Err(error) => {
                 tracing::warn!(error = %causes(&error), "sweep for unannounced events failed; retrying")
+            }
+        }
+        let (pool, js, nats) = (&applier.pool, &applier.js, &applier.nats);
+        match track_changes::outbox::announce_pending(pool, js, nats, grace, SWEEP_LIMIT).await {
+            Ok(0) => {}
+            Ok(count) => {
+                tracing::warn!(count, "published track change events left unannounced")
+            }
+            Err(error) => {
+                tracing::warn!(error = %causes(&error), "sweep for unannounced track change events failed; retrying")
             }
         }
     }

@@ -80,14 +80,19 @@ pub(super) async fn apply_batch(
     sql::lock_learners(&mut tx, &keys).await?;
     turn.taken();
     let ledger = sql::load_ledger(&mut tx, commands).await?;
-    let histories = sql::histories(&mut tx, &replays(commands, &ledger)).await?;
+    let replays = replays(commands, &ledger);
+    let histories = sql::histories(&mut tx, &replays).await?;
+    let bases = sql::change_bases(&mut tx, &replays).await?;
+    // before the rows: a change of a track's units locks the track, then its learners' rows
+    let units = track_units.for_batch(&mut tx, commands).await?;
     let read = Read {
         erased: sql::erased_learners(&mut tx, &keys).await?,
         rows: sql::load_rows(&mut tx, &keys).await?,
         applied_through: sql::applied_through(&mut tx, &keys).await?,
         ledger,
         histories,
-        units: track_units.for_batch(&mut tx, commands).await?,
+        bases,
+        units,
     };
     let decided = decide(commands, read, now);
     let changed: Vec<&UserProgress> = decided.changed.iter().map(|k| &decided.rows[k]).collect();
@@ -128,6 +133,8 @@ struct Read {
     ledger: Vec<LedgerEntry>,
     /// The ledgers of learners with a redelivered applied command, up to its seq.
     histories: HashMap<Key, sql::History>,
+    /// Those learners' snapshots after the track changes made before that seq.
+    bases: HashMap<Key, Vec<sql::ChangeBase>>,
     units: UnitSets,
 }
 
@@ -147,6 +154,7 @@ fn decide(commands: &[ProgressCommand], read: Read, now: DateTime<Utc>) -> Decid
         applied_through,
         ledger,
         histories,
+        bases,
         units,
     } = read;
     let by_id: HashMap<Uuid, &LedgerEntry> = ledger.iter().map(|e| (e.command_id, e)).collect();
@@ -168,7 +176,9 @@ fn decide(commands: &[ProgressCommand], read: Read, now: DateTime<Utc>) -> Decid
     for index in order {
         let command = &commands[index];
         let key = (command.user_id, command.track_id);
-        let total_units = units.get(&command.track_id).map_or(0, |u| u.len() as i64);
+        let total_units = units
+            .get(&command.track_id)
+            .map_or(0, |u| u.units.len() as i64);
         let started_again = next.get(&key).is_some_and(|seq| *seq > 1);
         let outcome = if let Some(error) = erased
             .get(&command.user_id)
@@ -178,7 +188,8 @@ fn decide(commands: &[ProgressCommand], read: Read, now: DateTime<Utc>) -> Decid
             // erased ones (UUIDv5 of the workflow id and seq)
             Outcome::Erased { error }
         } else if let Some(entry) = by_id.get(&command.command_id) {
-            duplicate(command, entry, histories.get(&key), total_units)
+            let history = histories.get(&key).map(|h| (h, bases.get(&key)));
+            duplicate(command, entry, history, total_units)
         } else if let Some(earlier) = in_batch.get(&command.command_id) {
             if *earlier == command {
                 Outcome::Duplicate(None)
@@ -282,7 +293,11 @@ fn apply<'a>(
     let row = rows.entry(key).or_insert_with(|| {
         UserProgress::empty(command.user_id, command.track_id, command.occurred_at)
     });
-    let applied = row.apply(command, now);
+    // published before a unit it names was removed: it applies without that unit
+    let removed = units.get(&command.track_id).map(|u| &u.removed);
+    let applied = command
+        .without_units(|u| removed.is_some_and(|r| r.contains(u)))
+        .is_some_and(|command| row.apply(&command, now));
     let version = (row.version > 0).then_some(row.version);
     let outcome = if applied {
         Outcome::Applied(Box::new(event(command, row.clone(), total_units, now)))
@@ -318,25 +333,40 @@ fn replays(commands: &[ProgressCommand], ledger: &[LedgerEntry]) -> HashMap<Key,
     through
 }
 
-/// The snapshot right after the command `seq` of a learner, and when it was applied: the
-/// ledger's commands replayed in seq order, each at the time it was applied. Seq order made
-/// the original, so this is the original exactly.
-fn snapshot_at(history: &sql::History, seq: i64) -> Option<(UserProgress, DateTime<Utc>)> {
+/// A learner's ledger, with their snapshots after track changes.
+type Replay<'a> = (&'a sql::History, Option<&'a Vec<sql::ChangeBase>>);
+
+/// The snapshot right after the command `seq` of a learner, when it was applied, and the
+/// track's unit count then when a track change tells it: the ledger's commands replayed in seq
+/// order, each at the time it was applied, on top of the snapshot the last change of the
+/// track's units before that command left (the commands after that change were applied on
+/// it). Seq order made the original, so this is the original exactly.
+fn snapshot_at(
+    (history, bases): Replay<'_>,
+    seq: i64,
+) -> Option<(UserProgress, DateTime<Utc>, Option<i64>)> {
+    // in version order, so the last one before the command is the newest
+    let base = bases.into_iter().flatten().rfind(|b| b.through_seq < seq);
+    let after = base.map_or(0, |b| b.through_seq);
     let kept = || {
-        history
-            .iter()
-            .filter(|(command, outcome, _)| command.seq <= seq && outcome != "rejected")
+        history.iter().filter(|(command, outcome, _)| {
+            command.seq > after && command.seq <= seq && outcome != "rejected"
+        })
     };
     let (.., at) = kept().find(|(command, ..)| command.seq == seq)?;
-    let row = UserProgress::replay(kept().map(|(command, _, applied_at)| (command, *applied_at)))?;
-    Some((row, *at))
+    let row = UserProgress::replay_since(
+        base.map(|b| b.progress.clone()),
+        base.map_or(&[][..], |b| &b.removed[..]),
+        kept().map(|(command, _, applied_at)| (command, *applied_at)),
+    )?;
+    Some((row, *at, base.map(|b| b.total_units)))
 }
 
 /// A command whose id is in the ledger: the same command again, or another under its id.
 fn duplicate(
     command: &ProgressCommand,
     entry: &LedgerEntry,
-    history: Option<&sql::History>,
+    history: Option<Replay<'_>>,
     total_units: i64,
 ) -> Outcome {
     if entry
@@ -350,7 +380,9 @@ fn duplicate(
         ("applied", _) => Outcome::Duplicate(
             history
                 .and_then(|history| snapshot_at(history, entry.seq))
-                .map(|(row, applied_at)| Box::new(event(command, row, total_units, applied_at))),
+                .map(|(row, applied_at, then)| {
+                    Box::new(event(command, row, then.unwrap_or(total_units), applied_at))
+                }),
         ),
         ("rejected", Some(rejection)) => Outcome::Rejected {
             reason: rejection.code.clone(),

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::batch::Key;
 use crate::db::progress::ProgressRow;
 pub(crate) use crate::db::progress::{lock_learners, write_rows};
-use crate::model::{ProgressCommand, UserProgress};
+use crate::model::{ProgressCommand, ProgressEvent, UserProgress};
 
 /// Limits set on each batch's transaction, so an applier that lost its network cannot hold a
 /// learner's lock until TCP notices, and a stuck statement fails (and is retried) instead of
@@ -268,6 +268,58 @@ pub(crate) async fn histories(
             .push((command, outcome, applied_at));
     }
     Ok(histories)
+}
+
+/// A learner's snapshot right after a change of the track's units, and the highest seq of
+/// their ledger then: commands above it were applied on top of this snapshot.
+pub(crate) struct ChangeBase {
+    pub through_seq: i64,
+    pub progress: UserProgress,
+    pub total_units: i64,
+    /// The units removed from the track by then, which later commands were applied without.
+    pub removed: Vec<Uuid>,
+}
+
+/// The track changes of `through` learners made before each one's seq (in version order):
+/// where the snapshots of those learners' later commands were built from.
+pub(crate) async fn change_bases(
+    conn: &mut PgConnection,
+    through: &HashMap<Key, i64>,
+) -> Result<HashMap<Key, Vec<ChangeBase>>, sqlx::Error> {
+    if through.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let users: Vec<Uuid> = through.keys().map(|k| k.0).collect();
+    let tracks: Vec<Uuid> = through.keys().map(|k| k.1).collect();
+    let seqs: Vec<i64> = through.values().copied().collect();
+    let rows: Vec<(i64, Json<ProgressEvent>, Vec<Uuid>)> = sqlx::query_as(
+        "select e.through_seq, e.event,
+                array(select c.unit_id from track_changes c
+                      where c.track_id = e.track_id and c.kind = 'unit_removed'
+                        and c.units_version <= e.units_version)
+         from unnest($1::uuid[], $2::uuid[], $3::bigint[]) as k (u, t, s)
+         join track_change_events e on e.user_id = k.u and e.track_id = k.t and e.through_seq < k.s
+         order by e.user_id, e.track_id, e.version",
+    )
+    .bind(users)
+    .bind(tracks)
+    .bind(seqs)
+    .fetch_all(conn)
+    .await?;
+    let mut bases: HashMap<Key, Vec<ChangeBase>> = HashMap::new();
+    for (through_seq, Json(event), removed) in rows {
+        let progress = event.progress.progress;
+        bases
+            .entry((progress.user_id, progress.track_id))
+            .or_default()
+            .push(ChangeBase {
+                through_seq,
+                total_units: event.progress.total_units,
+                progress,
+                removed,
+            });
+    }
+    Ok(bases)
 }
 
 /// Records that the events of the commands `ids` are stored in the events stream.

@@ -1,8 +1,11 @@
 //! The unit sets of the tracks seen so far, so a batch does not read them every time.
 //!
-//! Tracks are a small catalogue whose units do not change under a running path; a set that
-//! would reject a command is re-read first, so a unit added to a track is never refused
-//! because of a stale set.
+//! A track's units change (`tracks add-unit`, `remove-unit`) only with its `units_version`,
+//! in a transaction holding the track's row `for update`. Each batch reads its tracks'
+//! versions `for key share` before it locks its learners' rows, and re-reads a set whose
+//! version moved: a batch judges units against the catalogue as committed, a change waits for
+//! the batches judging against the old one, and neither waits for the other while holding
+//! what the other needs. A set that would reject a command is re-read too.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -13,11 +16,22 @@ use uuid::Uuid;
 use crate::db::tracks;
 use crate::model::ProgressCommand;
 
-pub(super) type UnitSets = HashMap<Uuid, Arc<HashSet<Uuid>>>;
+pub(super) type UnitSets = HashMap<Uuid, Arc<UnitSet>>;
+
+/// A track's units, and those removed from it: a command naming a removed unit (published
+/// just before the removal) applies without it instead of being refused.
+#[derive(Debug, Clone, Default)]
+pub(super) struct UnitSet {
+    pub units: HashSet<Uuid>,
+    pub removed: HashSet<Uuid>,
+}
+
+/// A track's unit set with the `units_version` it was read at.
+type Versioned = (i64, Arc<UnitSet>);
 
 #[derive(Debug, Default)]
 pub(super) struct TrackUnits {
-    known: Mutex<UnitSets>,
+    known: Mutex<HashMap<Uuid, Versioned>>,
 }
 
 impl TrackUnits {
@@ -28,13 +42,28 @@ impl TrackUnits {
         tx: &mut Transaction<'_, Postgres>,
         commands: &[ProgressCommand],
     ) -> Result<UnitSets, sqlx::Error> {
+        let mut tracks: Vec<Uuid> = commands.iter().map(|c| c.track_id).collect();
+        tracks.sort_unstable();
+        tracks.dedup();
+        let versions: HashMap<Uuid, i64> = sqlx::query_as::<_, (Uuid, i64)>(
+            "select id, units_version from learning_tracks where id = any($1)
+             order by id for key share",
+        )
+        .bind(&tracks)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
         let mut sets = UnitSets::new();
         let mut read: HashSet<Uuid> = HashSet::new();
         {
             let known = self.known.lock().expect("track units lock poisoned");
             for command in commands {
                 match known.get(&command.track_id) {
-                    Some(units) if check_units(command, Some(units)).is_ok() => {
+                    Some((version, units))
+                        if versions.get(&command.track_id) == Some(version)
+                            && check_units(command, Some(units)).is_ok() =>
+                    {
                         sets.insert(command.track_id, units.clone());
                     }
                     _ => {
@@ -48,15 +77,29 @@ impl TrackUnits {
         }
         let read: Vec<Uuid> = read.into_iter().collect();
         let fresh = tracks::unit_sets(&mut **tx, &read).await?;
+        let mut removed: HashMap<Uuid, HashSet<Uuid>> = HashMap::new();
+        let gone: Vec<(Uuid, Uuid)> = sqlx::query_as(
+            "select track_id, unit_id from track_changes
+             where track_id = any($1) and kind = 'unit_removed'",
+        )
+        .bind(&read)
+        .fetch_all(&mut **tx)
+        .await?;
+        for (track, unit) in gone {
+            removed.entry(track).or_default().insert(unit);
+        }
         let mut known = self.known.lock().expect("track units lock poisoned");
         for track in read {
-            match fresh.get(&track) {
-                Some(units) => {
-                    let units = Arc::new(units.clone());
-                    known.insert(track, units.clone());
+            match (fresh.get(&track), versions.get(&track)) {
+                (Some(units), Some(version)) => {
+                    let units = Arc::new(UnitSet {
+                        units: units.clone(),
+                        removed: removed.remove(&track).unwrap_or_default(),
+                    });
+                    known.insert(track, (*version, units.clone()));
                     sets.insert(track, units);
                 }
-                None => {
+                _ => {
                     known.remove(&track);
                     sets.remove(&track);
                 }
@@ -66,18 +109,20 @@ impl TrackUnits {
     }
 }
 
-/// Every unit a command names must belong to its track: (reason code, reason) when not.
+/// Every unit a command names must belong to its track, or have been removed from it:
+/// (reason code, reason) when not.
 pub(super) fn check_units(
     command: &ProgressCommand,
-    units: Option<&HashSet<Uuid>>,
+    units: Option<&UnitSet>,
 ) -> Result<(), (&'static str, String)> {
-    let Some(units) = units else {
+    let Some(UnitSet { units, removed }) = units else {
         return Err((
             "unknown_track",
             format!("track {} does not exist", command.track_id),
         ));
     };
-    match command.unit_ids().into_iter().find(|u| !units.contains(u)) {
+    let foreign = |u: &Uuid| !units.contains(u) && !removed.contains(u);
+    match command.unit_ids().into_iter().find(foreign) {
         Some(unit) => Err((
             "foreign_unit",
             format!("unit {unit} does not belong to track {}", command.track_id),

@@ -6,6 +6,7 @@
 mod command;
 mod event;
 mod progress;
+mod reshape;
 mod view;
 
 pub use command::{Action, CommandError, MAX_SEQ, ProgressCommand, decode_command, now_micros};
@@ -13,4 +14,5 @@ pub use event::{ERASED, ErasedEvent, ProgressEvent};
 pub use progress::{
     AssessmentResults, Attempt, MAX_ATTEMPTS_PER_UNIT, Status, UnitAttempts, UserProgress,
 };
+pub use reshape::Reshaped;
 pub use view::{AssessmentSummary, ProgressView, ScoredAttempt};

@@ -361,9 +361,9 @@ async fn terminate(client: &Client, id: &str) -> Result<bool, EraseError> {
     }
 }
 
-/// Deletes the learner's rows and ledger and writes their tombstone, in one transaction under
-/// the applier's lock of each of their tracks; returns the rows
-/// and ledger entries deleted and the erasure's time.
+/// Deletes the learner's rows, ledger and track change events and writes their tombstone, in
+/// one transaction under the applier's lock of each of their tracks; returns the rows and
+/// ledger entries deleted and the erasure's time.
 async fn delete_rows(
     pool: &PgPool,
     user_id: Uuid,
@@ -390,6 +390,11 @@ async fn delete_rows(
         .execute(&mut *tx)
         .await?
         .rows_affected();
+    // the snapshots track changes kept for the learner (and any not yet published)
+    sqlx::query("delete from track_change_events where user_id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok((rows, ledger, erased_at))
 }

@@ -17,7 +17,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::applier::sql::{self as applier_sql, History};
+use crate::applier::sql::{self as applier_sql, ChangeBase, History};
 use crate::db::progress::ProgressRow;
 use crate::messaging::{NatsConfig, publish_event};
 use crate::model::{ProgressEvent, ProgressView, UserProgress};
@@ -144,11 +144,15 @@ pub async fn verify(
         };
         let rows = read_rows(&mut tx, &keys).await?;
         let histories = read_histories(&mut tx, &keys).await?;
+        let bases = read_bases(&mut tx, &keys).await?;
         tx.commit().await?;
         for key in &keys {
-            report
-                .differences
-                .extend(compare(*key, rows.get(key), histories.get(key)));
+            report.differences.extend(compare(
+                *key,
+                rows.get(key),
+                histories.get(key),
+                last_base(&bases, key),
+            ));
         }
         report.learners += keys.len() as u64;
         on_batch(report.learners);
@@ -180,10 +184,12 @@ pub async fn rebuild(
         applier_sql::lock_learners(&mut tx, &keys).await?;
         let rows = applier_sql::load_rows(&mut tx, &keys).await?;
         let histories = read_histories(&mut tx, &keys).await?;
+        let bases = read_bases(&mut tx, &keys).await?;
         let now = crate::model::now_micros();
         let mut rewrites = Vec::new();
         for key in &keys {
-            let Some(difference) = compare(*key, rows.get(key), histories.get(key)) else {
+            let base = last_base(&bases, key);
+            let Some(difference) = compare(*key, rows.get(key), histories.get(key), base) else {
                 continue;
             };
             if let Some(row) = rewrite(&difference, now) {
@@ -229,12 +235,21 @@ fn rewrite(difference: &Difference, now: DateTime<Utc>) -> Option<UserProgress> 
 }
 
 /// One learner: nothing, or how the row differs from the merge of the history.
-fn compare(key: Key, row: Option<&UserProgress>, history: Option<&History>) -> Option<Difference> {
+fn compare(
+    key: Key,
+    row: Option<&UserProgress>,
+    history: Option<&History>,
+    base: Option<&ChangeBase>,
+) -> Option<Difference> {
+    // a change of the track's units rewrote the row: the merge starts from what it wrote
+    let after = base.map_or(0, |b| b.through_seq);
     let merged = history.and_then(|history| {
-        UserProgress::replay(
+        UserProgress::replay_since(
+            base.map(|b| b.progress.clone()),
+            base.map_or(&[][..], |b| &b.removed[..]),
             history
                 .iter()
-                .filter(|(_, outcome, _)| outcome != "rejected")
+                .filter(|(command, outcome, _)| outcome != "rejected" && command.seq > after)
                 .map(|(command, _, applied_at)| (command, *applied_at)),
         )
     });
@@ -310,6 +325,19 @@ async fn read_rows(
             Ok(((progress.user_id, progress.track_id), progress))
         })
         .collect()
+}
+
+fn last_base<'a>(bases: &'a HashMap<Key, Vec<ChangeBase>>, key: &Key) -> Option<&'a ChangeBase> {
+    bases.get(key).and_then(|b| b.last())
+}
+
+/// Each learner's snapshots after the changes of their track's units, oldest first.
+async fn read_bases(
+    conn: &mut PgConnection,
+    keys: &[Key],
+) -> Result<HashMap<Key, Vec<ChangeBase>>, sqlx::Error> {
+    let whole: HashMap<Key, i64> = keys.iter().map(|key| (*key, i64::MAX)).collect();
+    applier_sql::change_bases(conn, &whole).await
 }
 
 async fn read_histories(

@@ -25,8 +25,8 @@ pub struct Lag {
     pub oldest_waiting_seconds: Option<f64>,
     /// Dead letters by reason.
     pub dead_letters: BTreeMap<String, u64>,
-    /// Applied changes whose event JetStream has not confirmed yet; the appliers' sweep
-    /// announces those left over `APPLIER_ANNOUNCE_AFTER_SECS`.
+    /// Applied changes whose event JetStream has not confirmed yet, a track change's events
+    /// included; the appliers' sweep announces those left over `APPLIER_ANNOUNCE_AFTER_SECS`.
     pub unannounced: i64,
     /// Of those, applied more than a minute ago: more than a sweep should leave.
     pub unannounced_over_a_minute: i64,
@@ -100,8 +100,11 @@ pub async fn lag(
         .map_err(|e| stream_error(&nats.dlq_stream)(e.into()))?;
 
     let (unannounced, unannounced_over_a_minute): (i64, i64) = sqlx::query_as(
-        "select count(*), count(*) filter (where applied_at < now() - interval '1 minute')
-         from progress_ledger where outcome = 'applied' and not announced",
+        "select count(*), count(*) filter (where at < now() - interval '1 minute')
+         from (select applied_at as at from progress_ledger
+               where outcome = 'applied' and not announced
+               union all
+               select created_at from track_change_events where not announced) as waiting",
     )
     .fetch_one(pool)
     .await?;

@@ -68,6 +68,12 @@ pub struct ResumePoint {
     /// The highest `seq` in the ledger, 0 when none.
     pub last_seq: i64,
     pub completed_unit_ids: Vec<Uuid>,
+    /// The track's `units_version`; 0 while its units are those it was created with.
+    #[serde(default)]
+    pub units_version: i64,
+    /// The track's units in order, once they changed (`units_version` > 0); else empty.
+    #[serde(default)]
+    pub unit_ids: Vec<Uuid>,
 }
 
 /// Why a command was not published.
@@ -285,9 +291,21 @@ impl ProgressActivities {
         .bind(request.track_id)
         .fetch_optional(&self.pool)
         .await?;
+        let units_version: i64 =
+            sqlx::query_scalar("select units_version from learning_tracks where id = $1")
+                .bind(request.track_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .unwrap_or(0);
+        let unit_ids = match units_version {
+            0 => Vec::new(),
+            _ => crate::db::tracks::unit_ids(&self.pool, request.track_id).await?,
+        };
         let mut resumed = ResumePoint {
             last_seq: ledger_seq,
             completed_unit_ids: completed_unit_ids.unwrap_or_default(),
+            units_version,
+            unit_ids,
         };
         for command in self.unapplied(&request, ledger_seq).await? {
             resumed.last_seq = resumed.last_seq.max(command.seq);

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::Lenient;
 use super::{
     AssessmentRecorded, LearningPathInput, LearningPathWorkflow, PathOutcome, PathView,
-    TemporalConfig, UnitCompleted, workflow_id,
+    TemporalConfig, TrackUnitsChanged, UnitCompleted, workflow_id,
 };
 use crate::db;
 
@@ -113,6 +113,29 @@ pub async fn signal_assessment_recorded(
         )
         .await
         .map_err(|e| ClientError::Signal(id, e))
+}
+
+/// Tells the learner's running workflow the track's new units; `false` when none runs.
+pub async fn signal_track_units_changed(
+    client: &Client,
+    user_id: Uuid,
+    track_id: Uuid,
+    change: TrackUnitsChanged,
+) -> Result<bool, ClientError> {
+    let id = workflow_id(user_id, track_id);
+    let signalled = client
+        .get_workflow_handle::<LearningPathWorkflow>(id.clone())
+        .signal(
+            LearningPathWorkflow::track_units_changed,
+            Lenient::Valid(change),
+            WorkflowSignalOptions::default(),
+        )
+        .await;
+    match signalled {
+        Ok(()) => Ok(true),
+        Err(WorkflowInteractionError::NotFound(_)) => Ok(false),
+        Err(e) => Err(ClientError::Signal(id, e)),
+    }
 }
 
 /// Completes a unit through the validated update: a unit outside the track or already

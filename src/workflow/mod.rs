@@ -27,7 +27,7 @@ pub use security::{SecurityError, TemporalSecurity};
 pub use worker::{WorkerDeps, WorkerError, run, serve};
 pub use workflows::{
     AssessmentRecorded, COMMAND_ID_NAMESPACE, Carry, Inbound, LearningPathInput,
-    LearningPathWorkflow, PathOutcome, PathView, UnitCompleted, command_id,
+    LearningPathWorkflow, PathOutcome, PathView, TrackUnitsChanged, UnitCompleted, command_id,
 };
 
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};

@@ -124,6 +124,9 @@ pub struct Carry {
     #[serde(default)]
     pub attempts_per_unit: BTreeMap<Uuid, usize>,
     pub track_completed: bool,
+    /// The version of the track's unit list the run held (see [`TrackUnitsChanged`]).
+    #[serde(default)]
+    pub units_version: i64,
     /// Published but not yet seen in the projection: kept so reconcile can rebuild them.
     pub unconfirmed: Vec<ProgressCommand>,
     pub inbox: Vec<Inbound>,
@@ -145,6 +148,17 @@ pub struct AssessmentRecorded {
     pub passed: bool,
 }
 
+/// Signal `track_units_changed`: the track's units after a change (`tracks add-unit`,
+/// `remove-unit`, `move-unit`). From then on the run accepts the new units, refuses the removed
+/// ones and follows the new order; a list older than the one it holds is ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackUnitsChanged {
+    /// The catalogue's `units_version` of this list; it grows with every change.
+    pub units_version: i64,
+    /// The track's units in their new order.
+    pub unit_ids: Vec<Uuid>,
+}
+
 /// A signal or update accepted by a handler, waiting for the run loop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -158,12 +172,18 @@ pub enum Inbound {
         assessment: AssessmentRecorded,
         at: DateTime<Utc>,
     },
+    /// The unit list changed: if every unit left is done, the track is completed.
+    UnitsChanged {
+        at: DateTime<Utc>,
+    },
 }
 
 impl Inbound {
     fn at(&self) -> DateTime<Utc> {
         match self {
-            Inbound::UnitCompleted { at, .. } | Inbound::AssessmentRecorded { at, .. } => *at,
+            Inbound::UnitCompleted { at, .. }
+            | Inbound::AssessmentRecorded { at, .. }
+            | Inbound::UnitsChanged { at } => *at,
         }
     }
 }
@@ -216,6 +236,8 @@ pub struct LearningPathWorkflow {
     /// Attempts published per unit, to refuse one beyond what the projection keeps.
     attempts_per_unit: BTreeMap<Uuid, usize>,
     track_completed: bool,
+    /// The catalogue version of `input.unit_ids`; 0: the list the run was started with.
+    units_version: i64,
     unconfirmed: BTreeMap<i64, ProgressCommand>,
     inbox: VecDeque<Inbound>,
     /// Something was published since the last reconcile.
@@ -244,6 +266,7 @@ impl LearningPathWorkflow {
             attempts: BTreeSet::new(),
             attempts_per_unit: BTreeMap::new(),
             track_completed: false,
+            units_version: 0,
             unconfirmed: BTreeMap::new(),
             inbox: VecDeque::new(),
             dirty: false,
@@ -261,6 +284,7 @@ impl LearningPathWorkflow {
             workflow.attempts = carry.attempt_ids;
             workflow.attempts_per_unit = carry.attempts_per_unit;
             workflow.track_completed = carry.track_completed;
+            workflow.units_version = carry.units_version;
             workflow.dirty = !carry.unconfirmed.is_empty();
             workflow.unconfirmed = carry.unconfirmed.into_iter().map(|c| (c.seq, c)).collect();
             workflow.inbox = carry.inbox.into();
@@ -379,6 +403,24 @@ impl LearningPathWorkflow {
         }
     }
 
+    #[signal(name = "track_units_changed")]
+    pub fn track_units_changed(
+        &mut self,
+        ctx: &mut SyncWorkflowContext<Self>,
+        input: Lenient<TrackUnitsChanged>,
+    ) {
+        match input {
+            Lenient::Valid(change) => {
+                if self.take_units(change.units_version, change.unit_ids) {
+                    self.enqueue(ctx.workflow_time(), |at| Inbound::UnitsChanged { at });
+                }
+            }
+            Lenient::Invalid { reason } => {
+                self.ignore_malformed(ctx, "track_units_changed", &reason)
+            }
+        }
+    }
+
     #[query(name = "progress")]
     pub fn progress(&self, _ctx: &WorkflowContextView) -> PathView {
         self.view()
@@ -390,6 +432,9 @@ impl LearningPathWorkflow {
         _ctx: &WorkflowContextView,
         input: &UnitCompleted,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if self.units_unknown(input.unit_id) {
+            return Ok(());
+        }
         self.check_unit_update(input.unit_id)?;
         Ok(())
     }
@@ -420,6 +465,9 @@ impl LearningPathWorkflow {
         _ctx: &WorkflowContextView,
         input: &AssessmentRecorded,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if self.units_unknown(input.unit_id) {
+            return Ok(());
+        }
         self.check_assessment_update(input)?;
         Ok(())
     }
@@ -458,6 +506,8 @@ async fn start(ctx: &mut WorkflowContext<LearningPathWorkflow>) -> WorkflowResul
         .await?;
     ctx.state_mut(|s| {
         s.seq = resumed.last_seq;
+        // the track changed after the caller read its units: the catalogue's list wins
+        s.take_units(resumed.units_version, resumed.unit_ids);
         s.completed = resumed
             .completed_unit_ids
             .into_iter()
@@ -686,6 +736,23 @@ impl LearningPathWorkflow {
         }
     }
 
+    /// A unit the run cannot judge yet: outside the list it was started with, before it read
+    /// the catalogue's (which may have the unit, if the track changed since). The update
+    /// handler judges it once the run has resumed.
+    fn units_unknown(&self, unit_id: Uuid) -> bool {
+        !self.started && !self.input.unit_ids.contains(&unit_id)
+    }
+
+    /// Takes a newer unit list of the track; returns whether it was newer.
+    fn take_units(&mut self, units_version: i64, unit_ids: Vec<Uuid>) -> bool {
+        if units_version <= self.units_version || unit_ids.is_empty() {
+            return false;
+        }
+        self.units_version = units_version;
+        self.input.unit_ids = unit_ids;
+        true
+    }
+
     /// The first unit in track order not completed, other than `skipping`.
     fn next_unit(&self, skipping: Option<Uuid>) -> Option<Uuid> {
         self.input
@@ -815,6 +882,13 @@ impl LearningPathWorkflow {
                     passed: a.passed,
                 }])
             }
+            // the units left to do were removed: nothing is left to do
+            Inbound::UnitsChanged { .. }
+                if !self.track_completed && self.next_unit(None).is_none() =>
+            {
+                Ok(vec![Action::TrackCompleted {}])
+            }
+            Inbound::UnitsChanged { .. } => Ok(Vec::new()),
         }
     }
 
@@ -849,6 +923,7 @@ impl LearningPathWorkflow {
                 attempt_ids: self.attempts.clone(),
                 attempts_per_unit: self.attempts_per_unit.clone(),
                 track_completed: self.track_completed,
+                units_version: self.units_version,
                 unconfirmed: self.unconfirmed.values().cloned().collect(),
                 inbox: self.inbox.iter().cloned().collect(),
             }),
