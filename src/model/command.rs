@@ -145,19 +145,26 @@ impl ProgressCommand {
             score, max_score, ..
         } = self.action
         {
-            if !(max_score.is_finite() && max_score > 0.0) {
-                return Err(CommandError::Invalid(format!(
-                    "max_score must be a positive number, got {max_score}"
-                )));
-            }
-            if !(score.is_finite() && (0.0..=max_score).contains(&score)) {
-                return Err(CommandError::Invalid(format!(
-                    "score must be between 0 and max_score ({max_score}), got {score}"
-                )));
-            }
+            check_score(score, max_score).map_err(CommandError::Invalid)?;
         }
         Ok(())
     }
+}
+
+/// The score rule, for commands and for the workflow that makes them: `max_score` a positive
+/// number, `score` between 0 and it.
+pub fn check_score(score: f64, max_score: f64) -> Result<(), String> {
+    if !(max_score.is_finite() && max_score > 0.0) {
+        return Err(format!(
+            "max_score must be a positive number, got {max_score}"
+        ));
+    }
+    if !(score.is_finite() && (0.0..=max_score).contains(&score)) {
+        return Err(format!(
+            "score must be between 0 and max_score ({max_score}), got {score}"
+        ));
+    }
+    Ok(())
 }
 
 impl Action {

@@ -9,7 +9,9 @@ mod progress;
 mod reshape;
 mod view;
 
-pub use command::{Action, CommandError, MAX_SEQ, ProgressCommand, decode_command, now_micros};
+pub use command::{
+    Action, CommandError, MAX_SEQ, ProgressCommand, check_score, decode_command, now_micros,
+};
 pub use event::{ERASED, ErasedEvent, ProgressEvent};
 pub use progress::{
     AssessmentResults, Attempt, MAX_ATTEMPTS_PER_UNIT, Status, UnitAttempts, UserProgress,

@@ -4,6 +4,10 @@
 //!
 //! Deterministic by construction: no I/O, clocks or randomness except through the SDK.
 //! Signal and update handlers only enqueue; the run loop is the single writer of `seq`.
+//! What a signal may do — the checks and the commands it becomes — is plain code in [`rules`],
+//! tested without Temporal.
+
+mod rules;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, SystemTime};
@@ -22,7 +26,7 @@ use super::activities::{
     publish_options, reconcile_options,
 };
 use super::lenient::Lenient;
-use crate::model::{Action, MAX_ATTEMPTS_PER_UNIT, ProgressCommand};
+use crate::model::{Action, ProgressCommand};
 
 /// Namespace of the UUIDv5 command ids; changing it would re-identify every future command.
 pub const COMMAND_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5b0e_7f3c_2d4a_4c61_9e8f_61a2_b3c4_d5e6);
@@ -256,40 +260,8 @@ pub struct LearningPathWorkflow {
 #[workflow_methods]
 impl LearningPathWorkflow {
     #[init]
-    pub fn new(_ctx: &WorkflowContextView, mut input: LearningPathInput) -> Self {
-        let carry = input.carry.take();
-        let mut workflow = LearningPathWorkflow {
-            input,
-            started: false,
-            seq: 0,
-            completed: BTreeSet::new(),
-            attempts: BTreeSet::new(),
-            attempts_per_unit: BTreeMap::new(),
-            track_completed: false,
-            units_version: 0,
-            unconfirmed: BTreeMap::new(),
-            inbox: VecDeque::new(),
-            dirty: false,
-            published_this_run: 0,
-            previous_runs: 0,
-            ignored_signals: 0,
-            failed_reconciles: 0,
-            final_reconciled: false,
-        };
-        if let Some(carry) = carry {
-            workflow.started = true;
-            workflow.previous_runs = carry.runs;
-            workflow.seq = carry.seq;
-            workflow.completed = carry.completed_unit_ids;
-            workflow.attempts = carry.attempt_ids;
-            workflow.attempts_per_unit = carry.attempts_per_unit;
-            workflow.track_completed = carry.track_completed;
-            workflow.units_version = carry.units_version;
-            workflow.dirty = !carry.unconfirmed.is_empty();
-            workflow.unconfirmed = carry.unconfirmed.into_iter().map(|c| (c.seq, c)).collect();
-            workflow.inbox = carry.inbox.into();
-        }
-        workflow
+    pub fn new(_ctx: &WorkflowContextView, input: LearningPathInput) -> Self {
+        Self::from_input(input)
     }
 
     #[run(name = "LearningPathWorkflow")]
@@ -709,225 +681,4 @@ fn now(ctx: &WorkflowContext<LearningPathWorkflow>) -> WorkflowResult<DateTime<U
     ctx.workflow_time()
         .map(DateTime::<Utc>::from)
         .ok_or_else(|| ApplicationFailure::new("workflow time unavailable").into())
-}
-
-/// Plain helpers: the macro renames annotated methods, so shared logic lives here.
-impl LearningPathWorkflow {
-    fn ignore_malformed(&mut self, ctx: &SyncWorkflowContext<Self>, signal: &str, reason: &str) {
-        self.ignored_signals += 1;
-        if !ctx.is_replaying() {
-            tracing::warn!(
-                workflow.id = ctx.workflow_id(),
-                signal,
-                reason,
-                "ignored a malformed signal"
-            );
-        }
-    }
-
-    /// Handlers only enqueue, stamped with the workflow time at which they ran.
-    fn enqueue(
-        &mut self,
-        time: Option<SystemTime>,
-        inbound: impl FnOnce(DateTime<Utc>) -> Inbound,
-    ) {
-        if let Some(time) = time {
-            self.inbox.push_back(inbound(time.into()));
-        }
-    }
-
-    /// A unit the run cannot judge yet: outside the list it was started with, before it read
-    /// the catalogue's (which may have the unit, if the track changed since). The update
-    /// handler judges it once the run has resumed.
-    fn units_unknown(&self, unit_id: Uuid) -> bool {
-        !self.started && !self.input.unit_ids.contains(&unit_id)
-    }
-
-    /// Takes a newer unit list of the track; returns whether it was newer.
-    fn take_units(&mut self, units_version: i64, unit_ids: Vec<Uuid>) -> bool {
-        if units_version <= self.units_version || unit_ids.is_empty() {
-            return false;
-        }
-        self.units_version = units_version;
-        self.input.unit_ids = unit_ids;
-        true
-    }
-
-    /// The first unit in track order not completed, other than `skipping`.
-    fn next_unit(&self, skipping: Option<Uuid>) -> Option<Uuid> {
-        self.input
-            .unit_ids
-            .iter()
-            .copied()
-            .find(|u| !self.completed.contains(u) && Some(*u) != skipping)
-    }
-
-    fn reconcile_wait(&self) -> Duration {
-        let quiet = Duration::from_millis(self.input.quiet_period_ms);
-        (quiet * 2u32.pow(self.failed_reconciles.min(10))).min(MAX_RECONCILE_WAIT.max(quiet))
-    }
-
-    fn view(&self) -> PathView {
-        PathView {
-            user_id: self.input.user_id,
-            track_id: self.input.track_id,
-            unit_ids: self.input.unit_ids.clone(),
-            completed_unit_ids: (self.input.unit_ids.iter())
-                .filter(|u| self.completed.contains(u))
-                .copied()
-                .collect(),
-            current_unit_id: self.next_unit(None),
-            seq: self.seq,
-            pending: self.inbox.len(),
-            track_completed: self.track_completed,
-            unconfirmed_seqs: self.unconfirmed.keys().copied().collect(),
-            ignored_signals: self.ignored_signals,
-        }
-    }
-
-    /// An update is also refused when an accepted one for the same unit is still queued.
-    fn check_unit_update(&self, unit_id: Uuid) -> Result<(), String> {
-        let queued = self.inbox.iter().any(
-            |i| matches!(i, Inbound::UnitCompleted { unit_id: queued, .. } if *queued == unit_id),
-        );
-        if queued {
-            return Err(format!("unit {unit_id} is already completed"));
-        }
-        self.check_unit_completed(unit_id)
-    }
-
-    fn check_assessment_update(&self, a: &AssessmentRecorded) -> Result<(), String> {
-        let queued = self.inbox.iter().any(|i| {
-            matches!(i, Inbound::AssessmentRecorded { assessment, .. }
-                if assessment.attempt_id == a.attempt_id)
-        });
-        if queued {
-            return Err(format!("attempt {} is already recorded", a.attempt_id));
-        }
-        self.check_assessment(a)
-    }
-
-    fn check_unit_completed(&self, unit_id: Uuid) -> Result<(), String> {
-        if self.track_completed {
-            return Err("the track is already completed".to_owned());
-        }
-        if !self.input.unit_ids.contains(&unit_id) {
-            return Err(format!(
-                "unit {unit_id} is not part of track {}",
-                self.input.track_id
-            ));
-        }
-        if self.completed.contains(&unit_id) {
-            return Err(format!("unit {unit_id} is already completed"));
-        }
-        Ok(())
-    }
-
-    fn check_assessment(&self, a: &AssessmentRecorded) -> Result<(), String> {
-        if self.track_completed {
-            return Err("the track is already completed".to_owned());
-        }
-        if !self.input.unit_ids.contains(&a.unit_id) {
-            return Err(format!(
-                "unit {} is not part of track {}",
-                a.unit_id, self.input.track_id
-            ));
-        }
-        if !(a.max_score.is_finite() && a.max_score > 0.0) {
-            return Err(format!(
-                "max_score must be a positive number, got {}",
-                a.max_score
-            ));
-        }
-        if !(a.score.is_finite() && (0.0..=a.max_score).contains(&a.score)) {
-            return Err(format!(
-                "score must be between 0 and max_score ({}), got {}",
-                a.max_score, a.score
-            ));
-        }
-        if self.attempts_per_unit.get(&a.unit_id).copied().unwrap_or(0) >= MAX_ATTEMPTS_PER_UNIT {
-            return Err(format!(
-                "unit {} already holds {MAX_ATTEMPTS_PER_UNIT} attempts, the most kept",
-                a.unit_id
-            ));
-        }
-        if self.attempts.contains(&a.attempt_id) {
-            return Err(format!("attempt {} is already recorded", a.attempt_id));
-        }
-        Ok(())
-    }
-
-    /// The commands an inbound signal or update turns into, or why it is ignored.
-    fn plan(&self, inbound: &Inbound) -> Result<Vec<Action>, String> {
-        match inbound {
-            Inbound::UnitCompleted { unit_id, .. } => {
-                self.check_unit_completed(*unit_id)?;
-                let next_unit_id = self.next_unit(Some(*unit_id));
-                let mut actions = vec![Action::UnitCompleted {
-                    unit_id: *unit_id,
-                    next_unit_id,
-                }];
-                if next_unit_id.is_none() {
-                    actions.push(Action::TrackCompleted {});
-                }
-                Ok(actions)
-            }
-            Inbound::AssessmentRecorded { assessment: a, .. } => {
-                self.check_assessment(a)?;
-                Ok(vec![Action::AssessmentRecorded {
-                    unit_id: a.unit_id,
-                    attempt_id: a.attempt_id,
-                    score: a.score,
-                    max_score: a.max_score,
-                    passed: a.passed,
-                }])
-            }
-            // the units left to do were removed: nothing is left to do
-            Inbound::UnitsChanged { .. }
-                if !self.track_completed && self.next_unit(None).is_none() =>
-            {
-                Ok(vec![Action::TrackCompleted {}])
-            }
-            Inbound::UnitsChanged { .. } => Ok(Vec::new()),
-        }
-    }
-
-    fn record_published(&mut self, command: ProgressCommand) {
-        self.seq = command.seq;
-        match &command.action {
-            Action::UnitCompleted { unit_id, .. } => {
-                self.completed.insert(*unit_id);
-            }
-            Action::AssessmentRecorded {
-                unit_id,
-                attempt_id,
-                ..
-            } => {
-                self.attempts.insert(*attempt_id);
-                *self.attempts_per_unit.entry(*unit_id).or_default() += 1;
-            }
-            Action::TrackCompleted {} => self.track_completed = true,
-            Action::TrackStarted { .. } => {}
-        }
-        self.unconfirmed.insert(command.seq, command);
-        self.dirty = true;
-        self.published_this_run += 1;
-    }
-
-    fn carry_over(&self) -> LearningPathInput {
-        LearningPathInput {
-            carry: Some(Carry {
-                runs: self.previous_runs + 1,
-                seq: self.seq,
-                completed_unit_ids: self.completed.clone(),
-                attempt_ids: self.attempts.clone(),
-                attempts_per_unit: self.attempts_per_unit.clone(),
-                track_completed: self.track_completed,
-                units_version: self.units_version,
-                unconfirmed: self.unconfirmed.values().cloned().collect(),
-                inbox: self.inbox.iter().cloned().collect(),
-            }),
-            ..self.input.clone()
-        }
-    }
 }
