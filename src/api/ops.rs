@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::ApiState;
 
-/// The API's OpenAPI 3 document, written by hand; `tests/api.rs` checks it lists every route.
+/// The API's OpenAPI 3 document, written by hand; `tests/api/service.rs` checks it lists every route.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 pub fn router() -> Router<ApiState> {
