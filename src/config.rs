@@ -10,6 +10,22 @@
 //!
 //! Secrets (passwords in URLs, JWT secrets) are never printed: see [`DbConfig::redacted_url`].
 
+/// A configuration with every field at its command-line default, as if no flag and no
+/// environment variable were given: the `impl Default`s call this, so each default is written
+/// once, in its `#[arg]` attribute.
+///
+/// # Panics
+///
+/// If a field of `T` is required (has no default), which a test of each caller catches.
+pub fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("defaults").no_binary_name(true))
+        .mut_args(|arg| arg.env(None::<&'static str>));
+    let matches = command
+        .try_get_matches_from(std::iter::empty::<std::ffi::OsString>())
+        .expect("every field has a default");
+    T::from_arg_matches(&matches).expect("the defaults parse")
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct DbConfig {
     /// PostgreSQL (or Supabase) connection URL.
@@ -64,4 +80,33 @@ pub enum LogFormat {
     #[default]
     Pretty,
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::api::ApiConfig;
+    use crate::applier::ApplierConfig;
+    use crate::xapi::XapiConfig;
+
+    /// `Default` is the command line with nothing given: the values of the `#[arg]`s,
+    /// skipped fields included.
+    #[test]
+    fn defaults_are_the_command_lines() {
+        let api = ApiConfig::default();
+        assert_eq!(api.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(api.cache_ttl_secs, 300);
+        assert_eq!(api.applier_durable, "progress-applier");
+        assert!(api.cors_origins.is_empty() && !api.cors_loopback);
+        assert_eq!(api.stream_ticket_lifetime.as_secs(), 30);
+        let applier = ApplierConfig::default();
+        assert_eq!(
+            (
+                applier.durable.as_str(),
+                applier.batch_size,
+                applier.ack_wait_secs
+            ),
+            ("progress-applier", 500, 30)
+        );
+        assert_eq!(XapiConfig::default().language, "en");
+    }
 }

@@ -159,27 +159,9 @@ pub struct ApiConfig {
 }
 
 impl Default for ApiConfig {
+    /// The command line's defaults ([`crate::config::defaults`]).
     fn default() -> ApiConfig {
-        ApiConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            cache_capacity: 100_000,
-            cache_ttl_secs: 300,
-            min_version_wait_ms: 2000,
-            request_timeout_secs: 10,
-            cors_origins: Vec::new(),
-            cors_loopback: false,
-            stream_ticket_secret: None,
-            stream_ticket_lifetime: TICKET_LIFETIME,
-            miss_ttl_ms: 2000,
-            max_streams_per_user: 8,
-            max_streams: 10_000,
-            rate_limit_per_sec: 20.0,
-            rate_limit_burst: 40,
-            max_http_connections: 10_000,
-            header_read_timeout_ms: 10_000,
-            applier_durable: "progress-applier".to_owned(),
-            xapi: crate::xapi::XapiConfig::default(),
-        }
+        crate::config::defaults()
     }
 }
 

@@ -58,20 +58,9 @@ pub struct ApplierConfig {
 }
 
 impl Default for ApplierConfig {
+    /// The command line's defaults ([`crate::config::defaults`]).
     fn default() -> ApplierConfig {
-        ApplierConfig {
-            durable: "progress-applier".to_owned(),
-            batch_size: 500,
-            ack_wait_secs: 30,
-            max_ack_pending: 20_000,
-            commits_in_flight: 2,
-            max_backoff_ms: 5_000,
-            gap_wait_secs: 3_600,
-            statement_timeout_ms: 30_000,
-            lock_timeout_ms: 10_000,
-            idle_in_transaction_ms: 30_000,
-            announce_after_secs: 60,
-        }
+        crate::config::defaults()
     }
 }
 

@@ -29,12 +29,9 @@ pub struct XapiConfig {
 }
 
 impl Default for XapiConfig {
+    /// The command line's defaults ([`crate::config::defaults`]).
     fn default() -> XapiConfig {
-        XapiConfig {
-            home_page: "https://learning-progress.example".to_owned(),
-            activity_base: "https://learning-progress.example/activities".to_owned(),
-            language: "en".to_owned(),
-        }
+        crate::config::defaults()
     }
 }
 
