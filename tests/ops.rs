@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
-use learning_progress::applier::{self, ApplierConfig, Seams};
+use learning_progress::applier::ApplierConfig;
 use learning_progress::db::progress::get_user_progress;
 use learning_progress::db::tracks::create_track;
 use learning_progress::messaging::{NatsConfig, publish_command};
@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use common::{eventually, isolated_nats, read_stream, stream_len};
+use common::{eventually, isolated_nats, read_stream, start_applier, stream_len};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -38,24 +38,6 @@ async fn publish(js: &jetstream::Context, nats: &NatsConfig, command: &ProgressC
         .unwrap()
         .await
         .unwrap();
-}
-
-fn start_applier(
-    js: &jetstream::Context,
-    pool: &PgPool,
-    nats: &NatsConfig,
-    config: ApplierConfig,
-) -> tokio_util::sync::DropGuard {
-    let shutdown = CancellationToken::new();
-    tokio::spawn(applier::run(
-        js.clone(),
-        pool.clone(),
-        nats.clone(),
-        config,
-        Seams::default(),
-        shutdown.clone(),
-    ));
-    shutdown.drop_guard()
 }
 
 /// The service's binary with `nats`'s names in its environment.

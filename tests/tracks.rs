@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
-use common::{delete_streams, eventually, isolated_nats, read_stream, stream_len};
+use common::{delete_streams, eventually, isolated_nats, read_stream, start_applier, stream_len};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use learning_progress::api::{self, ApiConfig, ApiState};
 use learning_progress::applier::{self, ApplierConfig, Seams};
@@ -84,24 +84,6 @@ async fn change(pool: &PgPool, nats: &NatsConfig, args: &[&str]) -> Value {
     let output = cli(pool, nats, &args).await;
     assert!(output.status.success(), "{args:?}: {}", stderr(&output));
     serde_json::from_str(&stdout(&output)).unwrap()
-}
-
-fn start_applier(
-    js: &jetstream::Context,
-    pool: &PgPool,
-    nats: &NatsConfig,
-    config: ApplierConfig,
-) -> tokio_util::sync::DropGuard {
-    let shutdown = CancellationToken::new();
-    tokio::spawn(applier::run(
-        js.clone(),
-        pool.clone(),
-        nats.clone(),
-        config,
-        Seams::default(),
-        shutdown.clone(),
-    ));
-    shutdown.drop_guard()
 }
 
 /// Publishes a learner's commands (seq 1, 2, …) and waits until the applier applied them.

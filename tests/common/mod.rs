@@ -339,3 +339,23 @@ pub async fn stored(
     }
     messages
 }
+
+/// An applier on `nats`'s streams with `config` and no test seams, stopped when the guard
+/// drops.
+pub fn start_applier(
+    js: &jetstream::Context,
+    pool: &sqlx::PgPool,
+    nats: &NatsConfig,
+    config: learning_progress::applier::ApplierConfig,
+) -> tokio_util::sync::DropGuard {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(learning_progress::applier::run(
+        js.clone(),
+        pool.clone(),
+        nats.clone(),
+        config,
+        learning_progress::applier::Seams::default(),
+        shutdown.clone(),
+    ));
+    shutdown.drop_guard()
+}
