@@ -4,7 +4,8 @@ use async_nats::jetstream::{
     self, ErrorCode,
     context::{PublishAckFuture, PublishError, PublishErrorKind},
 };
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
 use super::{CloudEvent, NatsConfig, cloud_event_headers};
 use crate::model::{ErasedEvent, ProgressCommand, ProgressEvent};
@@ -58,21 +59,10 @@ pub async fn publish_event(
     config: &NatsConfig,
     event: &ProgressEvent,
 ) -> Result<PublishAckFuture, jetstream::context::PublishError> {
-    let kind = format!("learning.progress.event.{}.v1", event.kind);
-    let headers = cloud_event_headers(&CloudEvent {
-        id: event.event_id,
-        kind: &kind,
-        source: SOURCE,
-        time: event.applied_at,
-    });
-    let payload = serde_json::to_vec(event).expect("events always serialize");
     let progress = &event.progress.progress;
-    js.publish_with_headers(
-        config.event_subject(progress.user_id, progress.track_id),
-        headers,
-        payload.into(),
-    )
-    .await
+    let learner = (progress.user_id, progress.track_id);
+    let stamp = (event.event_id, event.kind.as_str(), event.applied_at);
+    publish_on_event_subject(js, config, learner, stamp, event).await
 }
 
 /// Sends the tombstone of an erased learner's track on that learner's event subject; the
@@ -82,16 +72,30 @@ pub async fn publish_erased(
     config: &NatsConfig,
     event: &ErasedEvent,
 ) -> Result<PublishAckFuture, jetstream::context::PublishError> {
-    let kind = format!("learning.progress.event.{}.v1", event.kind);
+    let learner = (event.user_id, event.track_id);
+    let stamp = (event.event_id, event.kind.as_str(), event.erased_at);
+    publish_on_event_subject(js, config, learner, stamp, event).await
+}
+
+/// Any event payload on `<prefix>.evt.<user>.<track>`, with the CloudEvents headers of its
+/// `(id, type, time)`: one place for what every event carries.
+async fn publish_on_event_subject(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+    (user_id, track_id): (Uuid, Uuid),
+    (id, kind, time): (Uuid, &str, DateTime<Utc>),
+    payload: &impl serde::Serialize,
+) -> Result<PublishAckFuture, jetstream::context::PublishError> {
+    let kind = format!("learning.progress.event.{kind}.v1");
     let headers = cloud_event_headers(&CloudEvent {
-        id: event.event_id,
+        id,
         kind: &kind,
         source: SOURCE,
-        time: event.erased_at,
+        time,
     });
-    let payload = serde_json::to_vec(event).expect("events always serialize");
+    let payload = serde_json::to_vec(payload).expect("events always serialize");
     js.publish_with_headers(
-        config.event_subject(event.user_id, event.track_id),
+        config.event_subject(user_id, track_id),
         headers,
         payload.into(),
     )
