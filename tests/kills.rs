@@ -85,7 +85,7 @@ async fn simulate_under_repeated_kills_of_appliers_and_workers_has_no_mismatch(p
             "NATS_COMMANDS_MAX_BYTES",
             nats.commands_max_bytes.to_string(),
         ),
-        ("TEMPORAL_ADDRESS", temporal.address.clone()),
+        ("TEMPORAL_ADDRESS", temporal.address_or_default().to_owned()),
         ("TEMPORAL_TASK_QUEUE", temporal.task_queue.clone()),
         // a killed applier's commands come back soon
         ("APPLIER_ACK_WAIT_SECS", "2".to_owned()),

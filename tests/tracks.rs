@@ -60,7 +60,7 @@ async fn cli(pool: &PgPool, nats: &NatsConfig, args: &[&str]) -> Output {
             .env("NATS_COMMANDS_STREAM", &nats.commands_stream)
             .env("NATS_EVENTS_STREAM", &nats.events_stream)
             .env("NATS_DLQ_STREAM", &nats.dlq_stream)
-            .env("TEMPORAL_ADDRESS", &temporal.address)
+            .env("TEMPORAL_ADDRESS", temporal.address_or_default())
             .stdin(Stdio::null())
             .output()
             .unwrap()

@@ -42,7 +42,10 @@ impl Deployment {
             ("NATS_EVENTS_STREAM", n.events_stream.clone()),
             ("NATS_DLQ_STREAM", n.dlq_stream.clone()),
             ("NATS_REPLICAS", n.replicas.to_string()),
-            ("TEMPORAL_ADDRESS", self.temporal.address.clone()),
+            (
+                "TEMPORAL_ADDRESS",
+                self.temporal.address_or_default().to_owned(),
+            ),
             ("TEMPORAL_TASK_QUEUE", self.temporal.task_queue.clone()),
             ("RUST_LOG", "warn,learning_progress=info".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),

@@ -4,8 +4,8 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `TEMPORAL_ADDRESS` | `127.0.0.1:7233` | frontend `host:port` (or a URL) |
-//! | `TEMPORAL_NAMESPACE` | `default` | namespace of the workflows |
+//! | `TEMPORAL_ADDRESS` | `127.0.0.1:7233`, or the profile's | frontend `host:port` (or a URL) |
+//! | `TEMPORAL_NAMESPACE` | `default`, or the profile's | namespace of the workflows |
 //! | `TEMPORAL_TASK_QUEUE` | `learning-progress` | task queue the workers share |
 //!
 //! TLS and Temporal Cloud's API keys and client certificates: [`security`].
@@ -35,21 +35,22 @@ use uuid::Uuid;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TemporalConfig {
-    /// Temporal frontend, `host:port` or a URL.
+    /// Temporal frontend, `host:port` or a URL; default: the Temporal profile's address
+    /// (`TEMPORAL_PROFILE`), else 127.0.0.1:7233.
     #[arg(
         long = "temporal-address",
         env = "TEMPORAL_ADDRESS",
-        default_value = "127.0.0.1:7233"
+        value_name = "ADDRESS"
     )]
-    pub address: String,
+    pub address: Option<String>,
 
-    /// Namespace the workflows live in.
+    /// Namespace the workflows live in; default: the Temporal profile's, else `default`.
     #[arg(
         long = "temporal-namespace",
         env = "TEMPORAL_NAMESPACE",
-        default_value = "default"
+        value_name = "NAMESPACE"
     )]
-    pub namespace: String,
+    pub namespace: Option<String>,
 
     /// Task queue shared by every worker of this service.
     #[arg(
@@ -68,11 +69,17 @@ pub struct TemporalConfig {
 impl TemporalConfig {
     pub fn new(address: impl Into<String>, task_queue: impl Into<String>) -> TemporalConfig {
         TemporalConfig {
-            address: address.into(),
-            namespace: "default".to_owned(),
+            address: Some(address.into()),
+            namespace: None,
             task_queue: task_queue.into(),
             security: Box::default(),
         }
+    }
+
+    /// The address given, else the built-in default (a profile's is not read here): what a
+    /// process started with these settings is given as `TEMPORAL_ADDRESS`.
+    pub fn address_or_default(&self) -> &str {
+        self.address.as_deref().unwrap_or(security::DEFAULT_ADDRESS)
     }
 }
 
@@ -97,7 +104,9 @@ pub enum ConnectError {
 /// Connects a client bound to the configured namespace, over TLS and with the API key or
 /// client certificate when configured ([`security`]).
 pub async fn connect(config: &TemporalConfig, identity: &str) -> Result<Client, ConnectError> {
-    let target = config.security.target(&config.address)?;
+    let target = config
+        .security
+        .target(config.address.as_deref(), config.namespace.as_deref())?;
     let address = target.url.to_string();
     let connection = Connection::connect(
         ConnectionOptions::new(target.url)
@@ -108,9 +117,6 @@ pub async fn connect(config: &TemporalConfig, identity: &str) -> Result<Client, 
     )
     .await
     .map_err(|e| ConnectError::Connect(address, e))?;
-    Client::new(
-        connection,
-        ClientOptions::new(config.namespace.clone()).build(),
-    )
-    .map_err(ConnectError::Client)
+    Client::new(connection, ClientOptions::new(target.namespace).build())
+        .map_err(ConnectError::Client)
 }

@@ -84,10 +84,11 @@ pub async fn run(
         .map_err(start)?
         .graceful_shutdown_period(GRACEFUL_SHUTDOWN)
         .build();
+    let namespace = deps.client.options().namespace.clone();
     let mut worker =
         Worker::new(&runtime, deps.client, options).map_err(|e| WorkerError::Start(e.into()))?;
     let stop = worker.shutdown_handle();
-    tracing::info!(task_queue = %config.task_queue, namespace = %config.namespace, "worker started");
+    tracing::info!(task_queue = %config.task_queue, %namespace, "worker started");
     let running = worker.run();
     tokio::pin!(running);
     let result = tokio::select! {

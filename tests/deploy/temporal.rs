@@ -40,15 +40,18 @@ fn a_client_certificate_without_its_key_stops_the_worker_naming_both_variables()
     let output = std::process::Command::new(BINARY)
         .arg("worker")
         .env("TEMPORAL_ADDRESS", dev_server())
-        .env("TEMPORAL_TLS_CERT", &cert)
-        .env_remove("TEMPORAL_TLS_KEY")
+        .env("TEMPORAL_TLS_CLIENT_CERT_PATH", &cert)
+        .env_remove("TEMPORAL_TLS_CLIENT_KEY_PATH")
+        .env_remove("TEMPORAL_PROFILE")
+        .env("TEMPORAL_CONFIG_FILE", "/nonexistent/temporal.toml")
         .output()
         .unwrap();
     std::fs::remove_file(&cert).ok();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("TEMPORAL_TLS_CERT") && stderr.contains("TEMPORAL_TLS_KEY"),
+        stderr.contains("TEMPORAL_TLS_CLIENT_CERT_PATH")
+            && stderr.contains("TEMPORAL_TLS_CLIENT_KEY_PATH"),
         "{stderr}"
     );
 }
@@ -196,6 +199,7 @@ async fn a_client_certificate_connects_over_mutual_tls_and_none_is_refused() {
 
     let mut config = TemporalConfig::new(format!("127.0.0.1:{port}"), "deploy-mtls");
     config.security.tls_ca = Some(dir.join("ca.pem"));
+    config.security.config_file = Some(dir.join("no-temporal.toml"));
     config.security.tls_cert = Some(dir.join("client.pem"));
     config.security.tls_key = Some(dir.join("client.key"));
     let connected =
@@ -215,5 +219,47 @@ async fn a_client_certificate_connects_over_mutual_tls_and_none_is_refused() {
         refused.is_err(),
         "the front took a client without a certificate"
     );
+
+    // The same connection from a profile of Temporal's client configuration file
+    // (`--temporal-config-file`/TEMPORAL_CONFIG_FILE, `--temporal-profile`/TEMPORAL_PROFILE),
+    // with no address given: the profile's address, certificate, key and CA are used.
+    let file = dir.join("temporal.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[profile.default]\naddress = \"127.0.0.1:1\"\n\n\
+             [profile.cloud]\naddress = \"127.0.0.1:{port}\"\nnamespace = \"default\"\n\n\
+             [profile.cloud.tls]\nclient_cert_path = \"{cert}\"\nclient_key_path = \"{key}\"\n\
+             server_ca_cert_path = \"{ca}\"\n",
+            cert = dir.join("client.pem").display(),
+            key = dir.join("client.key").display(),
+            ca = dir.join("ca.pem").display(),
+        ),
+    )
+    .unwrap();
+    let mut from_profile = TemporalConfig::new(String::new(), "deploy-mtls");
+    from_profile.address = None;
+    from_profile.security.config_file = Some(file.clone());
+    from_profile.security.profile = Some("cloud".to_owned());
+    let connected = tokio::time::timeout(
+        Duration::from_secs(30),
+        workflow::connect(&from_profile, "test"),
+    )
+    .await;
+    assert!(
+        matches!(connected, Ok(Ok(_))),
+        "through mTLS from the profile: {:?}",
+        connected.map(|c| c.err().map(|e| format!("{e:?}")))
+    );
+    // The default profile names a closed port: not the profile asked for.
+    from_profile.security.profile = None;
+    let refused = tokio::time::timeout(
+        Duration::from_secs(30),
+        workflow::connect(&from_profile, "test"),
+    )
+    .await
+    .expect("a refused connection ends the attempt");
+    let message = format!("{:?}", refused.expect_err("nothing listens on port 1"));
+    assert!(message.contains("127.0.0.1:1"), "{message}");
     std::fs::remove_dir_all(&dir).ok();
 }
