@@ -20,11 +20,12 @@
 //! - [`track_changes`]: units added to, removed from or moved within a track learners are on.
 //! - [`xapi`]: the ledger as xAPI statements — the mapping, the read view, forwarding to an
 //!   LRS.
-//!
-//! `ARCHITECTURE.md` draws the processes and says where each invariant lives.
 //! - [`schemas`]: the JSON Schemas of the command and event payloads, for agents.
 //! - [`shutdown`]: one Ctrl-C/SIGTERM token fanned out to every component.
 //! - [`telemetry`]: tracing setup.
+//! - [`meter`]: how far a long command has got, on stderr.
+//!
+//! `ARCHITECTURE.md` draws the processes and says where each invariant lives.
 
 pub mod all;
 pub mod api;
@@ -33,6 +34,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod messaging;
+pub mod meter;
 pub mod model;
 pub mod ops;
 pub mod schemas;

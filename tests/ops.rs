@@ -355,3 +355,49 @@ async fn scrape_metrics(pool: &PgPool, nats: &NatsConfig) -> String {
     tokio::spawn(api::serve(listener, state, shutdown));
     reqwest::get(url).await.unwrap().text().await.unwrap()
 }
+
+/// `complete-unit` and `progress` against a learner whose workflow no worker runs: each ends
+/// after `--wait-secs` with a message naming the task queue nobody polls, instead of waiting
+/// for ever.
+#[sqlx::test]
+async fn a_learner_command_with_no_worker_on_the_queue_stops_and_names_the_queue(pool: PgPool) {
+    let track = create_track(&pool, "Nobody polls", 2).await.unwrap();
+    let queue = format!("no-worker-{}", Uuid::new_v4().simple());
+    let address = std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7233".to_owned());
+    let temporal = learning_progress::workflow::TemporalConfig::new(address.clone(), &queue);
+    let client = learning_progress::workflow::connect(&temporal, "test")
+        .await
+        .unwrap();
+    let user = Uuid::new_v4();
+    learning_progress::workflow::client::start_track(&client, &temporal, &pool, user, track.id)
+        .await
+        .unwrap();
+
+    let (user, track_id, unit) = (
+        user.to_string(),
+        track.id.to_string(),
+        track.units[0].id.to_string(),
+    );
+    for args in [&["complete-unit", "--unit", &unit][..], &["progress"][..]] {
+        let started = std::time::Instant::now();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_learning-progress"))
+            .args(args)
+            .args(["--user", &user, "--track", &track_id, "--wait-secs", "2"])
+            .env("TEMPORAL_ADDRESS", &address)
+            .env("TEMPORAL_TASK_QUEUE", &queue)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("no worker polls") && stderr.contains(&queue),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -1,7 +1,6 @@
 //! `learning-progress verify` and `rebuild`: progress on stderr, the differences and a
 //! one-line summary on stdout, exit 1 when `verify` finds a difference.
 
-use std::io::IsTerminal as _;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -11,6 +10,7 @@ use uuid::Uuid;
 use super::rebuild::{self, Report, Scope};
 use crate::config::DbConfig;
 use crate::messaging::{self, NatsConfig};
+use crate::meter::Meter;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ScopeArgs {
@@ -40,13 +40,13 @@ impl ScopeArgs {
 pub async fn verify(db: &DbConfig, args: &ScopeArgs) -> anyhow::Result<()> {
     let pool = crate::db::connect(db).await?;
     let started = Instant::now();
-    let mut progress = Progress::new("verify");
+    let mut progress = Meter::new("verify", "learners", None);
     let report = rebuild::verify(&pool, args.scope(), args.batch_size as usize, &mut |n| {
         progress.update(n)
     })
     .await
     .with_context(|| format!("reading rows and ledger from {}", db.redacted_url()))?;
-    progress.done();
+    progress.finish(report.learners);
     print_differences(&report, args.json)?;
     let differing = report.differences.len();
     println!(
@@ -78,7 +78,7 @@ pub async fn rebuild(
         Some(jetstream::new(client))
     };
     let started = Instant::now();
-    let mut progress = Progress::new("rebuild");
+    let mut progress = Meter::new("rebuild", "learners", None);
     let report = rebuild::rebuild(
         &pool,
         js.as_ref().map(|js| (js, nats)),
@@ -89,7 +89,7 @@ pub async fn rebuild(
     )
     .await
     .with_context(|| format!("rewriting rows in {}", db.redacted_url()))?;
-    progress.done();
+    progress.finish(report.learners);
     print_differences(&report, args.json)?;
     let skipped = report
         .differences
@@ -128,37 +128,4 @@ fn print_differences(report: &Report, json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// "verify: 12000 learners" on stderr, rewritten in place on a terminal, at most one line
-/// per 10,000 learners otherwise.
-struct Progress {
-    what: &'static str,
-    terminal: bool,
-    printed: u64,
-}
-
-impl Progress {
-    fn new(what: &'static str) -> Progress {
-        Progress {
-            what,
-            terminal: std::io::stderr().is_terminal(),
-            printed: 0,
-        }
-    }
-
-    fn update(&mut self, learners: u64) {
-        if self.terminal {
-            eprint!("\r{}: {learners} learners", self.what);
-        } else if learners >= self.printed + 10_000 {
-            eprintln!("{}: {learners} learners", self.what);
-            self.printed = learners;
-        }
-    }
-
-    fn done(&self) {
-        if self.terminal {
-            eprintln!();
-        }
-    }
 }

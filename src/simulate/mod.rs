@@ -7,7 +7,7 @@ mod script;
 
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use sqlx::PgPool;
@@ -15,6 +15,7 @@ use temporalio_client::Client;
 use uuid::Uuid;
 
 use crate::db::tracks::{self, Track};
+use crate::meter::Meter;
 use crate::workflow::{LearningPathInput, TemporalConfig, client};
 pub use check::learner as check_learner;
 pub use script::{Step, expected_actions, plan};
@@ -97,11 +98,17 @@ pub async fn run(
     tracing::info!(learners = config.learners, units = config.units, commands, track.id = %track.id, "simulating");
 
     let started = Instant::now();
-    futures::stream::iter(&learners)
+    let mut paths = Meter::new("simulate: paths", "learners", Some(learners.len() as u64));
+    let mut driven = futures::stream::iter(&learners)
         .map(|(user, steps)| drive(temporal, temporal_config, &track, *user, steps))
-        .buffer_unordered(config.concurrency.max(1))
-        .try_collect::<Vec<()>>()
-        .await?;
+        .buffer_unordered(config.concurrency.max(1));
+    let mut done = 0;
+    while let Some(path) = driven.next().await {
+        path?;
+        done += 1;
+        paths.update(done);
+    }
+    paths.finish(done);
     let timeout = Duration::from_secs(config.timeout_secs);
     wait_for_projection(pool, track.id, commands, timeout, started).await?;
     let elapsed = started.elapsed();
@@ -177,13 +184,16 @@ async fn wait_for_projection(
     timeout: Duration,
     started: Instant,
 ) -> Result<(), SimulateError> {
+    let mut applied_meter = Meter::new("simulate: applied", "commands", Some(commands as u64));
     loop {
         let applied: i64 =
             sqlx::query_scalar("select count(*) from progress_ledger where track_id = $1")
                 .bind(track_id)
                 .fetch_one(pool)
                 .await?;
+        applied_meter.update(applied.max(0) as u64);
         if applied as usize >= commands {
+            applied_meter.finish(applied as u64);
             return Ok(());
         }
         if started.elapsed() > timeout {
