@@ -250,9 +250,11 @@ async fn status_reports_the_backlog_its_age_and_dead_letters_by_reason(pool: PgP
         (info.num_waiting == 0).then_some(())
     })
     .await;
-    for seq in 1..=2 {
+    // two learners behind: one by two commands, the other by one
+    let (ahead, other) = (Uuid::new_v4(), Uuid::new_v4());
+    for (learner, seq) in [(ahead, 1), (ahead, 2), (other, 1)] {
         let started = command(
-            Uuid::new_v4(),
+            learner,
             track.id,
             seq,
             Action::TrackStarted {
@@ -265,8 +267,9 @@ async fn status_reports_the_backlog_its_age_and_dead_letters_by_reason(pool: PgP
     let lag = learning_progress::ops::status::lag(&js, &pool, &nats, "progress-applier")
         .await
         .unwrap();
-    assert_eq!(lag.commands_waiting, 2);
-    assert_eq!(lag.pending, 2);
+    assert_eq!(lag.commands_waiting, 3);
+    assert_eq!(lag.pending, 3);
+    assert_eq!(lag.unreconciled_learners, 2);
     assert!(lag.oldest_waiting_seconds.is_some());
     assert_eq!(
         lag.dead_letters.into_iter().collect::<Vec<_>>(),
@@ -301,7 +304,11 @@ async fn status_reports_the_backlog_its_age_and_dead_letters_by_reason(pool: PgP
     );
     let text = String::from_utf8_lossy(&printed.stdout);
     assert!(
-        text.contains("commands waiting     2 (2 not yet delivered"),
+        text.contains("commands waiting     3 (3 not yet delivered"),
+        "{text}"
+    );
+    assert!(
+        text.contains("learners behind      2 (commands published, not yet applied)"),
         "{text}"
     );
     assert!(
@@ -316,8 +323,9 @@ async fn status_reports_the_backlog_its_age_and_dead_letters_by_reason(pool: PgP
     // the same figures as Prometheus gauges on the API's /metrics
     let metrics = scrape_metrics(&pool, &nats).await;
     for line in [
-        "progress_commands_waiting 2",
-        "progress_commands_pending 2",
+        "progress_commands_waiting 3",
+        "progress_commands_pending 3",
+        "progress_unreconciled_learners 2",
         "progress_dead_letters{reason=\"malformed\"} 1",
         "progress_unannounced_changes 0",
         "progress_lag_up 1",

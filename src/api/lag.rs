@@ -73,6 +73,9 @@ impl LagProbe {
 fn set(metrics: &Metrics, lag: &Lag) {
     let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     metrics.commands_waiting.set(gauge(lag.commands_waiting));
+    metrics
+        .unreconciled_learners
+        .set(gauge(lag.unreconciled_learners));
     metrics.commands_pending.set(gauge(lag.pending));
     metrics.commands_ack_pending.set(gauge(lag.ack_pending));
     metrics

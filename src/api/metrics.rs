@@ -32,6 +32,7 @@ pub struct Metrics {
     pub db_queries: IntCounterVec,
     /// The write path's lag (`status`), read when scraped ([`super::lag`]).
     pub commands_waiting: IntGauge,
+    pub unreconciled_learners: IntGauge,
     pub commands_pending: IntGauge,
     pub commands_ack_pending: IntGauge,
     pub oldest_waiting_seconds: Gauge,
@@ -87,6 +88,10 @@ impl Metrics {
             "progress_commands_waiting",
             "Commands stored and not yet applied and acknowledged",
         );
+        let unreconciled_learners = int_gauge(
+            "progress_unreconciled_learners",
+            "Learners (learner and track) with commands published and not yet applied",
+        );
         let commands_pending = int_gauge(
             "progress_commands_pending",
             "Waiting commands not yet delivered to an applier",
@@ -126,6 +131,7 @@ impl Metrics {
             Box::new(cache_events.clone()),
             Box::new(db_queries.clone()),
             Box::new(commands_waiting.clone()),
+            Box::new(unreconciled_learners.clone()),
             Box::new(commands_pending.clone()),
             Box::new(commands_ack_pending.clone()),
             Box::new(oldest_waiting_seconds.clone()),
@@ -148,6 +154,7 @@ impl Metrics {
             cache_events,
             db_queries,
             commands_waiting,
+            unreconciled_learners,
             commands_pending,
             commands_ack_pending,
             oldest_waiting_seconds,

@@ -21,6 +21,12 @@ pub struct Lag {
     /// Delivered to an applier and not yet acknowledged (in a batch, or held back behind a
     /// missing predecessor).
     pub ack_pending: u64,
+    /// Learners (learner and track) with commands published and not yet applied: their
+    /// workflow is ahead of the projection until the applier catches up or reconcile
+    /// re-publishes what was lost. The work-queue stream holds each learner's commands under
+    /// the learner's own subject, so this is the stream's count of subjects, read with the
+    /// rest, not a scan of the ledger.
+    pub unreconciled_learners: u64,
     /// How long the oldest waiting command has waited; `None` when none waits.
     pub oldest_waiting_seconds: Option<f64>,
     /// Dead letters by reason.
@@ -111,6 +117,7 @@ pub async fn lag(
 
     Ok(Lag {
         commands_waiting: state.messages,
+        unreconciled_learners: state.subjects_count,
         pending: consumer.num_pending,
         ack_pending: consumer.num_ack_pending as u64,
         oldest_waiting_seconds,

@@ -69,11 +69,13 @@ fn describe(lag: &Lag) -> String {
     };
     format!(
         "commands waiting     {} ({} not yet delivered, {} being applied){oldest}\n\
+         learners behind      {} (commands published, not yet applied)\n\
          dead letters         {dead}{reasons}\n\
          unannounced changes  {} ({} over a minute)\n",
         lag.commands_waiting,
         lag.pending,
         lag.ack_pending,
+        lag.unreconciled_learners,
         lag.unannounced,
         lag.unannounced_over_a_minute,
     )
