@@ -100,6 +100,13 @@ async function follow(api, token, userId, trackId, current, failures) {
     failures = 0;
   };
   source.addEventListener('progress', (event) => update(JSON.parse(event.data)));
+  source.addEventListener('erased', () => {
+    // the learner's progress was erased: nothing more will come, so no reconnecting
+    source.close();
+    open.delete(source);
+    card.dataset.live = 'false';
+    setStatus('This progress was erased.', true);
+  });
   source.onerror = () => {
     // EventSource would retry with the same ticket, which is spent: mint a new one instead
     source.close();

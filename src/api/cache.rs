@@ -178,7 +178,7 @@ struct Inner {
     /// the cache with what it read before the events it may have missed.
     generation: AtomicU64,
     /// The keys someone waits on, each with the newest snapshot that became the cached one.
-    watched: Arc<Mutex<HashMap<Key, watch::Sender<Option<Snapshot>>>>>,
+    watched: Arc<Mutex<HashMap<Key, watch::Sender<Option<Change>>>>>,
     metrics: Metrics,
 }
 
@@ -313,7 +313,7 @@ impl ProgressCache {
         self.inner.misses.invalidate(&key).await;
         let watched = self.inner.watched.lock().expect("watched lock poisoned");
         if let Some(sender) = watched.get(&key) {
-            sender.send_replace(Some(cached));
+            sender.send_replace(Some(Change::Snapshot(cached)));
         }
     }
 
@@ -382,8 +382,8 @@ impl ProgressCache {
     /// Forgets `key` after its learner was erased (an `erased` event): the cached snapshot
     /// goes, a load already under way (which may have read the erased row) caches nothing and
     /// is not joined by later misses, and the next read asks the database, which has nothing
-    /// (until the learner starts again). The learner's live streams stay open and receive
-    /// what comes next.
+    /// (until the learner starts again). Whoever waits on the key learns of the erasure
+    /// ([`Change::Erased`]): the learner's live streams end.
     pub async fn erase(&self, key: Key) {
         let inner = &self.inner;
         // first, so that a load's step on the key after this one sees it
@@ -399,6 +399,14 @@ impl ProgressCache {
             .and_compute_with(|_| std::future::ready(Op::Remove))
             .await;
         inner.misses.invalidate(&key).await;
+        if let Some(sender) = inner
+            .watched
+            .lock()
+            .expect("watched lock poisoned")
+            .get(&key)
+        {
+            sender.send_replace(Some(Change::Erased));
+        }
         inner
             .metrics
             .cache_events
@@ -457,7 +465,11 @@ impl ProgressCache {
         while !reached(&current) {
             match tokio::time::timeout_at(deadline, changes.next()).await {
                 Err(_elapsed) => break,
-                Ok(seen) => current = newer(current, Some(seen)),
+                Ok(Change::Snapshot(seen)) => current = newer(current, Some(seen)),
+                Ok(Change::Erased) => {
+                    current = None;
+                    break;
+                }
             }
         }
         let caught_up = reached(&current);
@@ -506,25 +518,50 @@ impl ProgressCache {
     }
 }
 
+/// What a waiter on a key learns next.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A snapshot became the key's cached one.
+    Snapshot(Snapshot),
+    /// The learner was erased (an `erased` event): nothing of theirs is served any more.
+    Erased,
+}
+
+impl Change {
+    /// The snapshot, unless this is an erasure.
+    pub fn snapshot(self) -> Option<Snapshot> {
+        match self {
+            Change::Snapshot(snapshot) => Some(snapshot),
+            Change::Erased => None,
+        }
+    }
+}
+
 /// One waiter on one key: the snapshots that become the cached one, newest first — a waiter
-/// that falls behind skips to the newest. Dropping the last waiter of a key stops watching it.
+/// that falls behind skips to the newest — and erasures. Dropping the last waiter of a key
+/// stops watching it.
 pub struct Changes {
     key: Key,
-    receiver: watch::Receiver<Option<Snapshot>>,
-    watched: Arc<Mutex<HashMap<Key, watch::Sender<Option<Snapshot>>>>>,
+    receiver: watch::Receiver<Option<Change>>,
+    watched: Arc<Mutex<HashMap<Key, watch::Sender<Option<Change>>>>>,
 }
 
 impl Changes {
-    /// The next snapshot to become the cached one since the last this returned (or since
-    /// [`ProgressCache::changes`]).
-    pub async fn next(&mut self) -> Snapshot {
+    /// The learner and track waited on.
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
+    /// The next snapshot to become the cached one, or erasure, since the last this returned
+    /// (or since [`ProgressCache::changes`]).
+    pub async fn next(&mut self) -> Change {
         loop {
             // the sender lives in the map as long as this receiver does
             if self.receiver.changed().await.is_err() {
                 std::future::pending::<()>().await;
             }
-            if let Some(snapshot) = self.receiver.borrow_and_update().clone() {
-                return snapshot;
+            if let Some(change) = self.receiver.borrow_and_update().clone() {
+                return change;
             }
         }
     }

@@ -48,7 +48,7 @@ mod state;
 mod ticket;
 mod xapi;
 
-pub use cache::{CacheConfig, Changes, PgSource, ProgressCache, Snapshot, SnapshotSource};
+pub use cache::{CacheConfig, Change, Changes, PgSource, ProgressCache, Snapshot, SnapshotSource};
 pub use catalogue::TrackCatalogue;
 pub use error::ApiError;
 pub use metrics::Metrics;

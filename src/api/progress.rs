@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::auth::authorize;
-use super::cache::Changes;
+use super::cache::{Change, Changes};
 use super::limits::StreamSlot;
 use super::{ApiError, ApiState, Snapshot};
 use crate::auth::Principal;
@@ -203,6 +203,7 @@ async fn stream(
     let current = state.cache().get(key).await.map_err(ApiError::internal)?;
     let follow = Follow {
         pending: current,
+        erased: false,
         sent: 0,
         changes,
         until: until(expires_at),
@@ -224,9 +225,11 @@ fn until(expires_at: u64) -> Instant {
 }
 
 /// One live stream: the newest snapshot of one key, each sent once, in version order, until
-/// the token that opened it expires (the client reconnects with a fresh one) or shutdown.
+/// the token that opened it expires (the client reconnects with a fresh one), shutdown, or
+/// the learner's erasure (told as a last `erased` event, so the client does not reconnect).
 struct Follow {
     pending: Option<Snapshot>,
+    erased: bool,
     sent: i64,
     changes: Changes,
     until: Instant,
@@ -237,6 +240,9 @@ struct Follow {
 
 impl Follow {
     async fn next(mut self) -> Option<(Result<Event, Infallible>, Follow)> {
+        if self.erased {
+            return None;
+        }
         loop {
             if let Some(snapshot) = self.pending.take()
                 && snapshot.version() > self.sent
@@ -251,7 +257,18 @@ impl Follow {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return None,
                 _ = tokio::time::sleep_until(self.until) => return None,
-                snapshot = self.changes.next() => self.pending = Some(snapshot),
+                change = self.changes.next() => match change {
+                    Change::Snapshot(snapshot) => self.pending = Some(snapshot),
+                    Change::Erased => {
+                        self.erased = true;
+                        let (user_id, track_id) = self.changes.key();
+                        let event = Event::default().event("erased").data(
+                            serde_json::json!({ "user_id": user_id, "track_id": track_id })
+                                .to_string(),
+                        );
+                        return Some((Ok(event), self));
+                    }
+                },
             }
         }
     }

@@ -65,6 +65,46 @@ async fn the_event_stream_sends_the_snapshot_then_each_update(pool: PgPool) {
     common::delete_streams(&js, &nats).await;
 }
 
+/// An erased learner's open stream gets a last `erased` event and ends, rather than staying
+/// open on a learner who is gone.
+#[sqlx::test]
+async fn an_erasure_ends_the_learners_stream_with_an_erased_event(pool: PgPool) {
+    let (nats, js) = common::isolated_nats().await;
+    let api = spawn_api(&pool, &nats).await;
+    let (track, user, _) = started(&pool).await;
+    let stream_path = format!("{}/stream", progress_path(user, track.id));
+    let response = api.get(&stream_path, Some(&token_for(user))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    assert_eq!(next_event(&mut body, &mut buffer).await["version"], 1);
+
+    let erased = learning_progress::model::ErasedEvent::new(user, track.id, 1, Utc::now());
+    learning_progress::messaging::publish_erased(&js, &nats, &erased)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let last = next_event(&mut body, &mut buffer).await;
+    assert_eq!(last["user_id"], user.to_string());
+    assert_eq!(last["track_id"], track.id.to_string());
+    assert!(buffer.is_empty() || !buffer.contains("data:"), "{buffer}");
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        // keep-alive comments may come first; the body then ends
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.unwrap();
+            let text = std::str::from_utf8(&chunk).unwrap();
+            assert!(
+                !text.contains("data:"),
+                "an event after the erasure: {text}"
+            );
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream stayed open after the erasure");
+    common::delete_streams(&js, &nats).await;
+}
+
 /// `POST …/stream-ticket` for `user`'s progress on `track`.
 pub(crate) async fn mint_ticket(
     api: &TestApi,
