@@ -442,7 +442,59 @@ mod tests {
         );
     }
 
-    /// A markdown table of every environment variable any subcommand reads.
+    /// Every subcommand, by its path (`tracks add-unit`), with its one-line description.
+    fn subcommands(command: &clap::Command, path: &str, out: &mut Vec<(String, String)>) {
+        for sub in command.get_subcommands() {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            let name = format!("{path} {}", sub.get_name()).trim().to_owned();
+            let about = sub
+                .get_about()
+                .map(|a| a.to_string().replace('\n', " ").replace('|', "\\|"))
+                .unwrap_or_default();
+            out.push((name.clone(), about));
+            subcommands(sub, &name, out);
+        }
+    }
+
+    /// README's table of subcommands names every one the command line has: a new subcommand
+    /// without a line there fails here.
+    #[test]
+    fn the_readme_lists_every_subcommand() {
+        let readme = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"),
+        )
+        .unwrap();
+        let start = readme
+            .find("| subcommand | what it runs |")
+            .expect("README has the subcommands table");
+        let table: String = readme[start..]
+            .lines()
+            .take_while(|line| line.starts_with('|'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut all = Vec::new();
+        subcommands(&super::Cli::command(), "", &mut all);
+        let missing: Vec<&String> = all
+            .iter()
+            .map(|(name, _)| name)
+            .filter(|name| {
+                let last = name.rsplit(' ').next().unwrap_or(name);
+                ![
+                    format!("`{name}`"),
+                    format!("`{name} "),
+                    format!("`{last}`"),
+                ]
+                .iter()
+                .any(|form| table.contains(form.as_str()))
+            })
+            .collect();
+        assert!(missing.is_empty(), "not in README's table: {missing:?}");
+    }
+
+    /// A markdown table of every subcommand, then one of every environment variable any
+    /// subcommand reads.
     fn configuration_reference(cli: &clap::Command) -> String {
         use std::collections::BTreeMap;
         struct Var {
@@ -486,9 +538,19 @@ mod tests {
         visit(cli, "", &mut vars);
         let mut out = String::from(
             "# Configuration\n\n\
-             Every environment variable `learning-progress` reads, generated from its command line \
-             (`src/main.rs` checks this file against it). Each has a flag of the same meaning; \
-             `learning-progress <subcommand> --help` shows them.\n\n\
+             Every subcommand of `learning-progress` and every environment variable it reads, \
+             generated from its command line (`src/main.rs` checks this file against it). Each \
+             variable has a flag of the same meaning; `learning-progress <subcommand> --help` \
+             shows them.\n\n\
+             ## Subcommands\n\n| subcommand | what it does |\n|---|---|\n",
+        );
+        let mut all = Vec::new();
+        subcommands(cli, "", &mut all);
+        for (name, about) in &all {
+            out.push_str(&format!("| `{name}` | {about} |\n"));
+        }
+        out.push_str(
+            "\n## Environment variables\n\n\
              | variable | default | read by | meaning |\n|---|---|---|---|\n",
         );
         for (name, var) in &vars {
