@@ -8,6 +8,7 @@ mod common;
 mod manifests;
 mod nats_cluster;
 mod probes;
+mod schemas;
 mod temporal;
 
 use std::collections::{BTreeMap, BTreeSet};
