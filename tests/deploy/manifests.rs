@@ -7,7 +7,9 @@ use yaml_serde::Value;
 use super::{Role, at, deploy_dir, documents, kubernetes_objects, read, referenced, str_at};
 
 const IMAGE: &str = "learning-progress";
-const ROLES: [&str; 4] = ["api", "consumer", "migrate", "worker"];
+const ROLES: [&str; 5] = ["api", "consumer", "migrate", "worker", "xapi-forward"];
+/// The role that runs only where an LRS is configured: one process, behind a compose profile.
+const OPTIONAL: &str = "xapi-forward";
 
 /// A container of the service's image in a Kubernetes workload.
 struct Container {
@@ -118,17 +120,25 @@ fn every_variable_the_compose_file_sets_is_one_its_role_reads() {
             );
         }
         if role != "migrate" {
+            let (replicas, profile) = if role == OPTIONAL {
+                (1, Some("xapi"))
+            } else {
+                (2, None)
+            };
             assert_eq!(
                 at(&service, &["deploy", "replicas"]).and_then(Value::as_u64),
-                Some(2)
+                Some(replicas),
+                "{name}"
             );
+            assert_eq!(service["profiles"][0].as_str(), profile, "{name}");
             assert_eq!(
                 str_at(&service, &["depends_on", "migrate", "condition"]),
                 Some("service_completed_successfully"),
                 "{name} starts before the migration completed"
             );
         }
-        if role == "consumer" || role == "worker" {
+        // every role that may be the first to create the streams
+        if ["consumer", "worker", OPTIONAL].contains(&role) {
             assert_eq!(
                 str_at(&service, &["environment", "NATS_REPLICAS"]),
                 Some("3")
@@ -246,6 +256,75 @@ fn the_consumers_grace_period_outlasts_the_applier_ack_wait() {
         grace > ack_wait,
         "compose: grace {grace} s, ack wait {ack_wait} s"
     );
+}
+
+/// On SIGTERM the forwarder finishes the batch in hand: one request to the LRS at most, then
+/// its acks. The grace period outlasts its ack wait, which outlasts the LRS timeout, so that
+/// batch is neither cut short nor delivered again while it is still being posted.
+#[test]
+fn the_forwarders_grace_period_outlasts_its_ack_wait_which_outlasts_the_lrs_timeout() {
+    let help = Role::of(OPTIONAL);
+    let default = |variable: &str| -> u64 {
+        help.variables[variable]
+            .as_deref()
+            .unwrap_or_else(|| panic!("no default for {variable}"))
+            .parse()
+            .unwrap()
+    };
+    let check = |what: &str, grace: u64, setting: &dyn Fn(&str) -> Option<u64>| {
+        let ack_wait = setting("XAPI_ACK_WAIT_SECS").unwrap_or(default("XAPI_ACK_WAIT_SECS"));
+        let timeout =
+            setting("XAPI_LRS_TIMEOUT_SECS").unwrap_or(default("XAPI_LRS_TIMEOUT_SECS"));
+        assert!(
+            grace > ack_wait && ack_wait > timeout,
+            "{what}: grace {grace} s, ack wait {ack_wait} s, LRS timeout {timeout} s"
+        );
+    };
+
+    let forwarder = service_containers()
+        .into_iter()
+        .find(|c| c.role == OPTIONAL)
+        .unwrap();
+    let keys = config_keys();
+    let config_maps: Vec<Value> = kubernetes_objects()
+        .into_iter()
+        .map(|(_, o)| o)
+        .filter(|o| o["kind"] == "ConfigMap")
+        .collect();
+    let setting = |name: &str| -> Option<u64> {
+        let direct = forwarder.spec["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str());
+        let from_config = forwarder.spec["envFrom"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|from| str_at(from, &["configMapRef", "name"]))
+            .filter(|map| keys[&("ConfigMap".to_owned(), (*map).to_owned())].contains(name))
+            .find_map(|map| {
+                config_maps
+                    .iter()
+                    .find(|o| o["metadata"]["name"] == map)
+                    .and_then(|o| o["data"][name].as_str())
+            });
+        direct.or(from_config).map(|v| v.parse().unwrap())
+    };
+    let grace = forwarder.pod["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap();
+    check("Kubernetes", grace, &setting);
+
+    let (_, service) = compose_services()
+        .into_iter()
+        .find(|(_, s)| s["command"][0] == OPTIONAL)
+        .unwrap();
+    let grace = seconds(str_at(&service, &["stop_grace_period"]).unwrap());
+    check("compose", grace, &|name: &str| {
+        str_at(&service, &["environment", name]).map(|v| v.parse().unwrap())
+    });
 }
 
 #[test]
