@@ -1023,6 +1023,7 @@ async fn the_forwarder_works_with_the_documented_nats_permissions_and_no_more(po
             ("NATS_APPLIER_PASSWORD", "applier-password"),
             ("NATS_WORKER_PASSWORD", "worker-password"),
             ("NATS_XAPI_PASSWORD", "xapi-password"),
+            ("NATS_OPERATOR_PASSWORD", "operator-password"),
         ],
     )
     .await;

@@ -17,7 +17,7 @@ use super::common::eventually;
 use super::{documents, read, str_at};
 
 const WAIT: Duration = Duration::from_secs(60);
-const ROLES: [&str; 4] = ["api", "applier", "worker", "xapi"];
+const ROLES: [&str; 5] = ["api", "applier", "worker", "xapi", "operator"];
 
 struct Node {
     _process: tokio::process::Child,
