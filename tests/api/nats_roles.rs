@@ -267,10 +267,15 @@ async fn the_operators_commands_work_with_the_documented_nats_permissions_and_no
 
     // dlq show, redrive (the applier refuses it again), purge
     assert_eq!(
-        dlq::show(&mut dead_stream, first.seq).await.unwrap().subject,
+        dlq::show(&mut dead_stream, first.seq)
+            .await
+            .unwrap()
+            .subject,
         first.subject
     );
-    dlq::redrive(&js, &dead_stream, &nats, &first).await.unwrap();
+    dlq::redrive(&js, &dead_stream, &nats, &first)
+        .await
+        .unwrap();
     let again = common::eventually(Duration::from_secs(10), "the redriven letter", || async {
         letters(dlq::Filter::default())
             .await
@@ -337,8 +342,7 @@ async fn the_operators_commands_work_with_the_documented_nats_permissions_and_no
     assert_eq!(published, 1);
 
     // erase: the learner's events purged, their dead letter deleted, tombstones published
-    let address =
-        std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7233".to_owned());
+    let address = std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7233".to_owned());
     let temporal = TemporalConfig::new(address, format!("test-{}", Uuid::new_v4()));
     let stores = erase::Stores {
         pool: pool.clone(),
@@ -349,7 +353,11 @@ async fn the_operators_commands_work_with_the_documented_nats_permissions_and_no
     let survey = erase::survey(&stores, learner).await.unwrap();
     let erased = erase::erase(&stores, &survey, |_| {}).await.unwrap();
     assert!(erased.events >= 3, "{erased:?}");
-    assert_eq!((erased.dead_letters, erased.tombstones), (1, 1), "{erased:?}");
+    assert_eq!(
+        (erased.dead_letters, erased.tombstones),
+        (1, 1),
+        "{erased:?}"
+    );
     assert!(letters(dlq::Filter::default()).await.is_empty());
 
     // what it may not do: take commands from the applier's durable...
@@ -407,6 +415,10 @@ async fn the_operators_commands_work_with_the_documented_nats_permissions_and_no
         dead_before
     );
     refused("purge the dead-letter stream", dead_stream.purge()).await;
-    refused("delete the commands stream", js.delete_stream("PROGRESS_COMMANDS")).await;
+    refused(
+        "delete the commands stream",
+        js.delete_stream("PROGRESS_COMMANDS"),
+    )
+    .await;
     assert!(observer.get_stream("PROGRESS_COMMANDS").await.is_ok());
 }

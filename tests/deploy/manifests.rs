@@ -273,8 +273,7 @@ fn the_forwarders_grace_period_outlasts_its_ack_wait_which_outlasts_the_lrs_time
     };
     let check = |what: &str, grace: u64, setting: &dyn Fn(&str) -> Option<u64>| {
         let ack_wait = setting("XAPI_ACK_WAIT_SECS").unwrap_or(default("XAPI_ACK_WAIT_SECS"));
-        let timeout =
-            setting("XAPI_LRS_TIMEOUT_SECS").unwrap_or(default("XAPI_LRS_TIMEOUT_SECS"));
+        let timeout = setting("XAPI_LRS_TIMEOUT_SECS").unwrap_or(default("XAPI_LRS_TIMEOUT_SECS"));
         assert!(
             grace > ack_wait && ack_wait > timeout,
             "{what}: grace {grace} s, ack wait {ack_wait} s, LRS timeout {timeout} s"

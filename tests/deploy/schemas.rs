@@ -84,7 +84,8 @@ fn every_kubernetes_object_is_valid_for_the_pinned_release_with_no_unknown_field
     let passed = output
         .lines()
         .filter(|l| {
-            l.contains("passed for resource") && l.ends_with(&format!("against version {KUBERNETES}"))
+            l.contains("passed for resource")
+                && l.ends_with(&format!("against version {KUBERNETES}"))
         })
         .count();
     assert_eq!(passed, kubernetes_objects().len(), "{output}");
@@ -162,7 +163,8 @@ fn compose_validation_rejects_a_misspelled_field_and_a_wrong_type() {
     let (ok, output) = run("compose_schema.py", &[&misspelled]);
     assert!(!ok, "a misspelled field passed: {output}");
     assert!(
-        output.contains("services/consumer: 'stop_grace_periode' does not match any of the regexes"),
+        output
+            .contains("services/consumer: 'stop_grace_periode' does not match any of the regexes"),
         "{output}"
     );
 
