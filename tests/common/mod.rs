@@ -1,6 +1,12 @@
 //! Helpers shared by the integration tests: isolated NATS names, waiting on conditions with a
-//! deadline, reading a stream, and a TCP proxy that can cut a connection to a real server.
+//! deadline, reading a stream, and a TCP proxy that can cut a connection to a real server; in
+//! its modules, learners' commands, the service's binary, the read API and a Temporal worker.
 #![allow(dead_code)]
+
+pub mod api;
+pub mod binary;
+pub mod commands;
+pub mod temporal;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
