@@ -5,22 +5,17 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::{FutureExt as _, StreamExt as _};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use learning_progress::api::{
-    self, ApiConfig, ApiState, CacheConfig, Metrics, ProgressCache, SnapshotSource,
-};
+use learning_progress::api::{CacheConfig, Metrics, ProgressCache, SnapshotSource};
 use learning_progress::applier::{self, ApplierConfig, Seams};
-use learning_progress::auth::{AuthConfig, Verifier};
 use learning_progress::db::progress::ProgressError;
 use learning_progress::db::tracks::{Track, create_track};
-use learning_progress::messaging::{NatsConfig, header_str, publish_command};
+use learning_progress::messaging::{NatsConfig, header_str};
 use learning_progress::model::{Action, ErasedEvent, ProgressCommand, ProgressView, UserProgress};
 use learning_progress::ops::dlq::{self, Filter};
 use learning_progress::workflow::{self, LearningPathInput, TemporalConfig, WorkerDeps, client};
@@ -31,91 +26,23 @@ use temporalio_client::WorkflowListOptions;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use common::api::TestApi;
+use common::binary::{binary, database_url};
+use common::commands::publish;
+use common::temporal::temporal_config;
 use common::{delete_streams, eventually, isolated_nats};
 
 const WAIT: Duration = Duration::from_secs(30);
-const SECRET: &str = "test-only-hs256-secret-for-erasure";
-
-fn token_for(user: Uuid) -> String {
-    let now = jsonwebtoken::get_current_timestamp();
-    let claims = json!({
-        "sub": user.to_string(), "aud": "authenticated", "role": "authenticated",
-        "iat": now, "exp": now + 3600,
-    });
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
-/// An API replica on port 0, following the test's events stream.
-struct TestApi {
-    base: String,
-    http: reqwest::Client,
-    _shutdown: tokio_util::sync::DropGuard,
-}
-
-impl TestApi {
-    async fn start(pool: &PgPool, nats: &NatsConfig) -> TestApi {
-        let verifier = Verifier::from_config(&AuthConfig::with_secret(SECRET))
-            .await
-            .unwrap();
-        let config = ApiConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            // only events may refresh what is cached
-            cache_ttl_secs: 3600,
-            rate_limit_per_sec: 0.0,
-            ..ApiConfig::default()
-        };
-        let shutdown = CancellationToken::new();
-        let state = ApiState::start(pool.clone(), nats, verifier, config, shutdown.clone())
-            .await
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(api::serve(listener, state, shutdown.clone()));
-        TestApi {
-            base,
-            http: reqwest::Client::new(),
-            _shutdown: shutdown.drop_guard(),
-        }
-    }
-
-    /// The status and version (0 when none) the API answers for a learner on a track.
-    async fn progress(&self, user: Uuid, track: Uuid) -> (StatusCode, i64) {
-        let response = self
-            .http
-            .get(format!(
-                "{}/api/v1/users/{user}/tracks/{track}/progress",
-                self.base
-            ))
-            .bearer_auth(token_for(user))
-            .send()
-            .await
-            .expect("API reachable");
-        let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        (status, body["version"].as_i64().unwrap_or(0))
-    }
-}
 
 /// The service's binary, `erase` with `args`, against the test's database, streams and
 /// Temporal; no terminal, so it never asks.
 fn erase(url: &str, nats: &NatsConfig, temporal: &TemporalConfig, args: &[&str]) -> Output {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_learning-progress"))
+    let output = binary(nats)
         .arg("erase")
         .args(args)
         .env("DATABASE_URL", url)
-        .env("NATS_URL", &nats.url)
-        .env("NATS_SUBJECT_PREFIX", &nats.subject_prefix)
-        .env("NATS_COMMANDS_STREAM", &nats.commands_stream)
-        .env("NATS_EVENTS_STREAM", &nats.events_stream)
-        .env("NATS_DLQ_STREAM", &nats.dlq_stream)
         .env("TEMPORAL_ADDRESS", temporal.address_or_default())
         .env("TEMPORAL_TASK_QUEUE", &temporal.task_queue)
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     Output {
@@ -132,14 +59,6 @@ struct Output {
     code: Option<i32>,
     stdout: String,
     stderr: String,
-}
-
-async fn database_url(pool: &PgPool) -> String {
-    let database: String = sqlx::query_scalar("select current_database()")
-        .fetch_one(pool)
-        .await
-        .unwrap();
-    format!("postgres://postgres@127.0.0.1:5432/{database}")
 }
 
 async fn rows_of(pool: &PgPool, user: Uuid) -> Vec<(Uuid, i64)> {
@@ -221,14 +140,6 @@ fn command(
     }
 }
 
-async fn publish(js: &jetstream::Context, nats: &NatsConfig, command: &ProgressCommand) {
-    publish_command(js, nats, command)
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-}
-
 /// Starts the learner's workflow on the track and completes its first unit; waits until the
 /// applier has both.
 async fn drive(
@@ -256,8 +167,7 @@ async fn drive(
 
 #[sqlx::test]
 async fn an_erased_learner_is_gone_everywhere_and_only_a_new_start_brings_them_back(pool: PgPool) {
-    let address = std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7233".to_owned());
-    let temporal = TemporalConfig::new(address, format!("test-{}", Uuid::new_v4()));
+    let temporal = temporal_config();
     let (nats, js) = isolated_nats().await;
     let temporal_client = workflow::connect(&temporal, "test").await.unwrap();
     let stop = CancellationToken::new();
@@ -307,8 +217,14 @@ async fn an_erased_learner_is_gone_everywhere_and_only_a_new_start_brings_them_b
             .await;
         }
         // both cached by the API
-        assert_eq!(api.progress(erased, first.id).await, (StatusCode::OK, 2));
-        assert_eq!(api.progress(other, first.id).await, (StatusCode::OK, 2));
+        assert_eq!(
+            api.status_and_version(erased, first.id).await,
+            (StatusCode::OK, 2)
+        );
+        assert_eq!(
+            api.status_and_version(other, first.id).await,
+            (StatusCode::OK, 2)
+        );
         let other_events = messages_of(&js, &nats.events_stream, other).await;
         let other_ledger = ledger_of(&pool, other).await;
 
@@ -351,7 +267,10 @@ async fn an_erased_learner_is_gone_everywhere_and_only_a_new_start_brings_them_b
         assert_eq!(ledger_of(&pool, erased).await, 4);
         assert_eq!(messages_of(&js, &nats.events_stream, erased).await.len(), 4);
         assert_eq!(dead_letters_of(&js, &nats, erased).await.len(), 1);
-        assert_eq!(api.progress(erased, first.id).await, (StatusCode::OK, 2));
+        assert_eq!(
+            api.status_and_version(erased, first.id).await,
+            (StatusCode::OK, 2)
+        );
         // bad input is a clear error, with nothing changed
         let bad = erase(&url, &nats, &temporal, &["--user", "not-a-uuid", "--yes"]);
         assert_eq!(bad.code, Some(2), "{bad:?}");
@@ -414,15 +333,19 @@ async fn an_erased_learner_is_gone_everywhere_and_only_a_new_start_brings_them_b
             WAIT,
             "the API to stop serving the erased learner",
             || async {
-                (api.progress(erased, first.id).await.0 == StatusCode::NOT_FOUND).then_some(())
+                (api.status_and_version(erased, first.id).await.0 == StatusCode::NOT_FOUND)
+                    .then_some(())
             },
         )
         .await;
         assert_eq!(
-            api.progress(erased, second.id).await.0,
+            api.status_and_version(erased, second.id).await.0,
             StatusCode::NOT_FOUND
         );
-        assert_eq!(api.progress(other, first.id).await, (StatusCode::OK, 2));
+        assert_eq!(
+            api.status_and_version(other, first.id).await,
+            (StatusCode::OK, 2)
+        );
 
         // a command of theirs from before (a redelivery), and one that does not start a track,
         // are refused: taken off the stream, and kept nowhere — no row, ledger or dead letter
@@ -465,7 +388,7 @@ async fn an_erased_learner_is_gone_everywhere_and_only_a_new_start_brings_them_b
         let left = dead_letters_of(&js, &nats, erased).await;
         assert!(left.is_empty(), "{left:?}");
         assert_eq!(
-            api.progress(erased, first.id).await.0,
+            api.status_and_version(erased, first.id).await.0,
             StatusCode::NOT_FOUND
         );
 
@@ -486,7 +409,7 @@ async fn an_erased_learner_is_gone_everywhere_and_only_a_new_start_brings_them_b
         .await;
         assert_eq!(ledger_of(&pool, erased).await, 1);
         eventually(WAIT, "the API to serve the new start", || async {
-            (api.progress(erased, first.id).await == (StatusCode::OK, 1)).then_some(())
+            (api.status_and_version(erased, first.id).await == (StatusCode::OK, 1)).then_some(())
         })
         .await;
         stop.cancel();

@@ -1,6 +1,8 @@
 //! `export`: a track's rows as NDJSON and CSV, every row once, with `--since` and a clear
 //! error for a track that does not exist.
 
+mod common;
+
 use chrono::Utc;
 use learning_progress::db::progress::{UserProgressCreate, create_user_progress};
 use learning_progress::db::tracks::create_track;
@@ -8,18 +10,13 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use common::binary::database_url;
+
 async fn export(pool: &PgPool, args: &[&str]) -> std::process::Output {
-    let database: String = sqlx::query_scalar("select current_database()")
-        .fetch_one(pool)
-        .await
-        .unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_learning-progress"))
         .arg("export")
         .args(args)
-        .env(
-            "DATABASE_URL",
-            format!("postgres://postgres@127.0.0.1:5432/{database}"),
-        )
+        .env("DATABASE_URL", database_url(pool).await)
         .output()
         .unwrap()
 }

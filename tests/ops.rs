@@ -6,52 +6,27 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use chrono::{DateTime, Utc};
+use learning_progress::api::ApiConfig;
 use learning_progress::applier::ApplierConfig;
 use learning_progress::db::progress::get_user_progress;
 use learning_progress::db::tracks::create_track;
-use learning_progress::messaging::{NatsConfig, publish_command};
-use learning_progress::model::{Action, ProgressCommand};
+use learning_progress::messaging::NatsConfig;
+use learning_progress::model::Action;
 use learning_progress::ops::dlq::{self, Filter};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use common::api::serve_api;
+use common::binary::binary;
+use common::commands::{command, publish};
 use common::{eventually, isolated_nats, read_stream, start_applier, stream_len};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-fn command(user: Uuid, track: Uuid, seq: i64, action: Action) -> ProgressCommand {
-    ProgressCommand {
-        command_id: Uuid::new_v4(),
-        user_id: user,
-        track_id: track,
-        seq,
-        occurred_at: DateTime::<Utc>::from_timestamp(1_790_000_000 + seq, 0).unwrap(),
-        action,
-    }
-}
-
-async fn publish(js: &jetstream::Context, nats: &NatsConfig, command: &ProgressCommand) {
-    publish_command(js, nats, command)
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-}
-
 /// The service's binary with `nats`'s names in its environment.
 fn cli(nats: &NatsConfig, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_learning-progress"))
-        .args(args)
-        .env("NATS_URL", &nats.url)
-        .env("NATS_SUBJECT_PREFIX", &nats.subject_prefix)
-        .env("NATS_COMMANDS_STREAM", &nats.commands_stream)
-        .env("NATS_EVENTS_STREAM", &nats.events_stream)
-        .env("NATS_DLQ_STREAM", &nats.dlq_stream)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    binary(nats).args(args).output().unwrap()
 }
 
 #[sqlx::test]
@@ -340,28 +315,15 @@ async fn status_reports_the_backlog_its_age_and_dead_letters_by_reason(pool: PgP
 
 /// `/metrics` of an API started on `nats`'s streams.
 async fn scrape_metrics(pool: &PgPool, nats: &NatsConfig) -> String {
-    use learning_progress::api::{self, ApiConfig, ApiState};
-    use learning_progress::auth::{AuthConfig, Verifier};
-    let verifier = Verifier::from_config(&AuthConfig::with_secret(
-        "a test secret of at least thirty-two characters",
-    ))
-    .await
-    .unwrap();
     let shutdown = CancellationToken::new();
-    let state = ApiState::start(
-        pool.clone(),
-        nats,
-        verifier,
-        ApiConfig::default(),
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
-    let _stop = shutdown.clone().drop_guard();
-    tokio::spawn(api::serve(listener, state, shutdown));
-    reqwest::get(url).await.unwrap().text().await.unwrap()
+    let base = serve_api(pool, nats, ApiConfig::default(), &shutdown).await;
+    let _stop = shutdown.drop_guard();
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// `complete-unit` and `progress` against a learner whose workflow no worker runs: each ends

@@ -7,33 +7,24 @@ mod common;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use learning_progress::applier::{self, ApplierConfig, Seams};
 use learning_progress::db::progress::{
     UserProgressCreate, create_user_progress, get_user_progress,
 };
 use learning_progress::db::tracks::create_track;
-use learning_progress::messaging::{NatsConfig, publish_command};
-use learning_progress::model::{Action, ProgressCommand, ProgressEvent, UserProgress};
+use learning_progress::messaging::NatsConfig;
+use learning_progress::model::{Action, ProgressEvent, UserProgress};
 use learning_progress::ops::rebuild::{self, Difference, Scope};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use common::binary::{cli, stdout};
+use common::commands::{command, publish};
 use common::{eventually, isolated_nats, read_stream, stream_len};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn command(user: Uuid, track: Uuid, seq: i64, action: Action) -> ProgressCommand {
-    ProgressCommand {
-        command_id: Uuid::new_v4(),
-        user_id: user,
-        track_id: track,
-        seq,
-        occurred_at: DateTime::<Utc>::from_timestamp(1_790_000_000 + seq, 0).unwrap(),
-        action,
-    }
-}
 
 /// Three learners part-way through a two-unit track, applied by a real applier.
 async fn three_learners(
@@ -65,11 +56,7 @@ async fn three_learners(
             ),
         ];
         for command in &commands {
-            publish_command(js, nats, command)
-                .await
-                .unwrap()
-                .await
-                .unwrap();
+            publish(js, nats, command).await;
         }
     }
     let shutdown = CancellationToken::new();
@@ -97,31 +84,6 @@ async fn three_learners(
 
 async fn row(pool: &PgPool, user: Uuid, track: Uuid) -> Option<UserProgress> {
     get_user_progress(pool, user, track).await.unwrap()
-}
-
-/// The service's binary on this test's database and streams.
-async fn cli(pool: &PgPool, nats: &NatsConfig, args: &[&str]) -> std::process::Output {
-    let database: String = sqlx::query_scalar("select current_database()")
-        .fetch_one(pool)
-        .await
-        .unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_learning-progress"))
-        .args(args)
-        .env(
-            "DATABASE_URL",
-            format!("postgres://postgres@127.0.0.1:5432/{database}"),
-        )
-        .env("NATS_URL", &nats.url)
-        .env("NATS_SUBJECT_PREFIX", &nats.subject_prefix)
-        .env("NATS_COMMANDS_STREAM", &nats.commands_stream)
-        .env("NATS_EVENTS_STREAM", &nats.events_stream)
-        .env("NATS_DLQ_STREAM", &nats.dlq_stream)
-        .output()
-        .unwrap()
-}
-
-fn stdout(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 #[sqlx::test]

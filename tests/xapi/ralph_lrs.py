@@ -1,4 +1,4 @@
-"""Runs Ralph's LRS with its file-system backend for tests/xapi.rs: `ralph_lrs.py HOST PORT`.
+"""Runs Ralph's LRS with its file-system backend for tests/xapi/: `ralph_lrs.py HOST PORT`.
 
 Configuration comes from the environment (RALPH_AUTH_FILE, RALPH_BACKENDS__LRS__FS__*), as
 `ralph runserver` would pass it. One change: the file-system LRS backend writes every POST with

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepares the xAPI tests (tests/xapi.rs), idempotently: Ralph's LRS (`ralph-malph` from PyPI,
+# Prepares the xAPI tests (tests/xapi/), idempotently: Ralph's LRS (`ralph-malph` from PyPI,
 # pinned) in its own virtualenv, .stack/ralph-venv, created on the first run. Concurrent runs
 # wait for each other. Prints the virtualenv's python.
 set -euo pipefail

@@ -1,7 +1,7 @@
 //! The example agent as a process, against the real applier, NATS and PostgreSQL: each version
 //! once and in order, across a kill and a restart; out-of-order and repeated events; bad input.
 
-#[path = "../../../tests/common/mod.rs"]
+#[path = "../../../tests/common/nats.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
