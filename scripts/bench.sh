@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 if ! command -v wrk >/dev/null 2>&1; then
   echo "bench: installing wrk (the HTTP load generator)" >&2
   if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
-  $SUDO apt-get install -y wrk >/dev/null 2>&1 || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y wrk >/dev/null; }
+  $SUDO flock /tmp/learning-progress-apt.lock apt-get -o DPkg::Lock::Timeout=600 install -y wrk >/dev/null 2>&1 || { $SUDO flock /tmp/learning-progress-apt.lock apt-get -o DPkg::Lock::Timeout=600 update >/dev/null && $SUDO flock /tmp/learning-progress-apt.lock apt-get -o DPkg::Lock::Timeout=600 install -y wrk >/dev/null; }
 fi
 
 # the same build as `make chaos MODE=full`, so one serves both

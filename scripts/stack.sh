@@ -54,10 +54,10 @@ apt_updated=0
 apt_install() {
   command -v apt-get >/dev/null || die "apt-get not found; install $* by hand"
   if [ "$apt_updated" -eq 0 ]; then
-    as_root apt-get update -qq
+    as_root flock /tmp/learning-progress-apt.lock apt-get -o DPkg::Lock::Timeout=600 update -qq
     apt_updated=1
   fi
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+  DEBIAN_FRONTEND=noninteractive as_root flock /tmp/learning-progress-apt.lock apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >/dev/null
 }
 
 # True if something accepts TCP connections on HOST:$1.

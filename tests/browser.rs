@@ -11,13 +11,14 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::temporal::temporal_config;
 use common::{delete_streams, eventually, isolated_nats};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use learning_progress::api::{self, ApiConfig, ApiState};
 use learning_progress::applier::{self, ApplierConfig, Seams};
 use learning_progress::auth::{AuthConfig, Verifier};
 use learning_progress::db::tracks::{Track, create_track};
-use learning_progress::workflow::{self, TemporalConfig, WorkerDeps, client};
+use learning_progress::workflow::{self, WorkerDeps, client};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -139,10 +140,7 @@ async fn the_page_on_another_origin_moves_a_learners_bars_live_as_units_are_comp
     let mut driver = Driver::start(&chromium, &screenshot);
     let page_origin = driver.expect("origin").await.remove(1);
 
-    let temporal = TemporalConfig::new(
-        std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7233".to_owned()),
-        format!("test-{}", Uuid::new_v4()),
-    );
+    let temporal = temporal_config();
     let (nats, js) = isolated_nats().await;
     let temporal_client = workflow::connect(&temporal, "test")
         .await

@@ -18,6 +18,7 @@ use learning_progress::db::tracks::{Track, create_track};
 use learning_progress::messaging::{NatsConfig, header_str};
 use learning_progress::model::{Action, ErasedEvent, ProgressCommand, ProgressView, UserProgress};
 use learning_progress::ops::dlq::{self, Filter};
+use learning_progress::ops::erase::{self, Stores};
 use learning_progress::workflow::{self, LearningPathInput, TemporalConfig, WorkerDeps, client};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -417,6 +418,88 @@ async fn an_erased_learner_is_gone_everywhere_and_only_a_new_start_brings_them_b
     let (worker, ()) = tokio::join!(worker, test);
     worker.expect("the worker ran and stopped cleanly");
     delete_streams(&js, &nats).await;
+}
+
+/// A batch of the learner's that the applier committed before the erasure, but whose events
+/// JetStream had not yet acknowledged when the erasure began: the erasure waits for them, so
+/// that none lands after its purge and outlives the learner.
+#[sqlx::test]
+async fn an_event_still_being_published_when_the_erasure_begins_does_not_outlive_it(pool: PgPool) {
+    let temporal = temporal_config();
+    let (nats, js) = isolated_nats().await;
+    let temporal_client = workflow::connect(&temporal, "test").await.unwrap();
+    let seams = Seams::default();
+    // the applier commits, but publishes nothing until this guard is dropped
+    let gate = seams.publish_gate.clone().write_owned().await;
+    let stop = CancellationToken::new();
+    tokio::spawn(applier::run(
+        js.clone(),
+        pool.clone(),
+        nats.clone(),
+        ApplierConfig::default(),
+        seams,
+        stop.clone(),
+    ));
+
+    let test = async {
+        let track = create_track(&pool, "Erased mid-publish", 2).await.unwrap();
+        let user = Uuid::new_v4();
+        let started = Action::TrackStarted {
+            current_unit_id: None,
+        };
+        publish(&js, &nats, &command(user, track.id, 1, Utc::now(), started)).await;
+        eventually(WAIT, "the command committed", || async {
+            (ledger_of(&pool, user).await == 1).then_some(())
+        })
+        .await;
+
+        let stores = Stores {
+            pool: pool.clone(),
+            js: js.clone(),
+            nats: nats.clone(),
+            temporal: temporal_client.clone(),
+        };
+        let survey = erase::survey(&stores, user).await.unwrap();
+        let (steps_tx, mut steps) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let erasing = tokio::spawn(async move {
+            erase::erase(&stores, &survey, WAIT, move |step| {
+                let _ = steps_tx.send(step.to_owned());
+            })
+            .await
+        });
+        // it waits for the applier's publish, or finishes (closing the channel) without it
+        let mut waited = false;
+        while let Some(step) = tokio::time::timeout(WAIT, steps.recv())
+            .await
+            .expect("the erasure to report a step")
+        {
+            if step.starts_with("waiting") {
+                waited = true;
+                break;
+            }
+        }
+        drop(gate);
+        let erased = erasing.await.unwrap().unwrap();
+        if !waited {
+            // what the applier owed lands after the purge
+            eventually(WAIT, "the applier's late event", || async {
+                let messages = messages_of(&js, &nats.events_stream, user).await;
+                (messages.len() > erased.tombstones as usize).then_some(())
+            })
+            .await;
+        }
+
+        let left = messages_of(&js, &nats.events_stream, user).await;
+        let kinds: Vec<&str> = left.iter().map(|(_, kind, _)| kind.as_str()).collect();
+        assert_eq!(kinds, ["learning.progress.event.erased.v1"], "{left:?}");
+        assert_eq!((erased.ledger_entries, erased.unannounced), (1, 0));
+        assert_eq!(ledger_of(&pool, user).await, 0);
+        assert!(rows_of(&pool, user).await.is_empty());
+    };
+    let finished = tokio::time::timeout(Duration::from_secs(120), test).await;
+    stop.cancel();
+    delete_streams(&js, &nats).await;
+    finished.expect("the test to finish in time");
 }
 
 /// The learner's snapshot as the database held it before the erasure, handed out once and held

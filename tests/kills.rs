@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use learning_progress::simulate::{self, SimulateConfig};
-use learning_progress::workflow::{self, TemporalConfig};
+use learning_progress::workflow;
 use sqlx::PgPool;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
@@ -66,25 +66,10 @@ async fn simulate_under_repeated_kills_of_appliers_and_workers_has_no_mismatch(p
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let database_url = format!("{}/{database}", &base[..base.rfind('/').unwrap()]);
     let (nats, js) = common::isolated_nats().await;
-    let temporal = TemporalConfig::new(
-        std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7233".to_owned()),
-        format!("kills-{}", Uuid::new_v4()),
-    );
+    let temporal = common::temporal::temporal_config();
     let env: Vec<(String, String)> = [
         ("DATABASE_URL", database_url),
         ("DATABASE_MAX_CONNECTIONS", "4".to_owned()),
-        ("NATS_URL", nats.url.clone()),
-        ("NATS_SUBJECT_PREFIX", nats.subject_prefix.clone()),
-        ("NATS_COMMANDS_STREAM", nats.commands_stream.clone()),
-        ("NATS_EVENTS_STREAM", nats.events_stream.clone()),
-        ("NATS_DLQ_STREAM", nats.dlq_stream.clone()),
-        ("NATS_STREAM_MAX_AGE_HOURS", nats.max_age_hours.to_string()),
-        ("NATS_EVENTS_MAX_BYTES", nats.events_max_bytes.to_string()),
-        ("NATS_DLQ_MAX_BYTES", nats.dlq_max_bytes.to_string()),
-        (
-            "NATS_COMMANDS_MAX_BYTES",
-            nats.commands_max_bytes.to_string(),
-        ),
         ("TEMPORAL_ADDRESS", temporal.address_or_default().to_owned()),
         ("TEMPORAL_TASK_QUEUE", temporal.task_queue.clone()),
         // a killed applier's commands come back soon
@@ -92,6 +77,7 @@ async fn simulate_under_repeated_kills_of_appliers_and_workers_has_no_mismatch(p
         ("RUST_LOG", "warn".to_owned()),
     ]
     .into_iter()
+    .chain(common::binary::nats_env(&nats))
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     let logs = std::env::temp_dir().join(format!("lp-kills-{}", Uuid::new_v4().simple()));

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use common::api::serve_api;
 use common::binary::binary;
-use common::commands::{command, publish};
+use common::commands::{command, publish, started, unit_done};
 use common::{eventually, isolated_nats, read_stream, start_applier, stream_len};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -127,23 +127,8 @@ async fn a_redriven_dead_letter_is_applied_once_its_cause_is_gone(pool: PgPool) 
     let (nats, js) = isolated_nats().await;
     let track = create_track(&pool, "Redrive", 2).await.unwrap();
     let user = Uuid::new_v4();
-    let first = command(
-        user,
-        track.id,
-        1,
-        Action::TrackStarted {
-            current_unit_id: Some(track.units[0].id),
-        },
-    );
-    let second = command(
-        user,
-        track.id,
-        2,
-        Action::UnitCompleted {
-            unit_id: track.units[0].id,
-            next_unit_id: Some(track.units[1].id),
-        },
-    );
+    let first = started(user, &track, 1);
+    let second = unit_done(user, &track, 2, 0);
     // no patience for a missing predecessor: seq 2 alone is dead-lettered at once
     let config = ApplierConfig {
         gap_wait_secs: 0,

@@ -17,18 +17,28 @@ use uuid::Uuid;
 
 const PGBOUNCER: &str = "/usr/sbin/pgbouncer";
 
-/// Installs Debian's pgbouncer when it is missing.
+/// Installs Debian's pgbouncer when it is missing. This file's tests run at once, each in its
+/// own process: apt-get runs under the lock the setup scripts take too, and waits for dpkg's.
 fn ensure_pgbouncer() {
     if std::path::Path::new(PGBOUNCER).exists() {
         return;
     }
-    let status = std::process::Command::new("apt-get")
-        .args(["install", "-y", "-qq", "pgbouncer"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdout(Stdio::null())
-        .status()
-        .expect("running apt-get");
-    assert!(status.success(), "installing pgbouncer failed");
+    let apt = |args: &[&str]| {
+        std::process::Command::new("flock")
+            .args(["/tmp/learning-progress-apt.lock", "apt-get"])
+            .args(["-o", "DPkg::Lock::Timeout=600", "-qq"])
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .expect("running apt-get")
+            .success()
+    };
+    // a fresh machine's package lists may be empty
+    let installed = std::path::Path::new(PGBOUNCER).exists()
+        || apt(&["install", "-y", "pgbouncer"])
+        || (apt(&["update"]) && apt(&["install", "-y", "pgbouncer"]));
+    assert!(installed, "installing pgbouncer failed");
 }
 
 /// A pgbouncer of the test's own on a free port, in front of the local PostgreSQL.

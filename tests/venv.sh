@@ -18,8 +18,8 @@ venv_with() {
       rm -rf "$venv"
       local as_root=()
       if [ "$(id -u)" -ne 0 ]; then as_root=(sudo -n); fi
-      "${as_root[@]}" apt-get update -qq >&2
-      DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq python3-venv >&2
+      "${as_root[@]}" flock /tmp/learning-progress-apt.lock apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
+      DEBIAN_FRONTEND=noninteractive "${as_root[@]}" flock /tmp/learning-progress-apt.lock apt-get -o DPkg::Lock::Timeout=600 install -y -qq python3-venv >&2
       python3 -m venv "$venv" >&2
     fi
     # shellcheck disable=SC2086 # one word per requirement

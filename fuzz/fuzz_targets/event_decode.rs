@@ -44,6 +44,7 @@ fn fixture() -> &'static Fixture {
         let config = CacheConfig {
             capacity: 10_000,
             ttl: Duration::from_secs(3600),
+            miss_ttl: Duration::from_secs(2),
         };
         let cache = ProgressCache::new(&config, Arc::new(NoSource), &Metrics::new());
         Fixture { runtime, cache }

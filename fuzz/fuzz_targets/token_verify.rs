@@ -168,12 +168,17 @@ fuzz_target!(|input: Input| {
             let user = Uuid::from_bytes(user);
             let token = mint_dev_token(config, user, admin, duration).expect("a token is minted");
             let principal = verify(&token).expect("a freshly minted token verifies");
-            assert_eq!(
-                principal,
-                Principal {
-                    user_id: user,
-                    admin
-                }
+            assert_eq!((principal.user_id, principal.admin), (user, admin));
+            // it expires when the token says: its lifetime from now, give or take the clock
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("a clock after 1970")
+                .as_secs();
+            let expected = now.saturating_add(duration.as_secs());
+            assert!(
+                principal.expires_at.abs_diff(expected) <= 5,
+                "expires at {} for a lifetime of {duration:?} from {now}",
+                principal.expires_at
             );
         }
     }
@@ -246,6 +251,9 @@ fn check_principal(principal: &Principal, claims: &Value) {
         .expect("an accepted token has a text sub");
     assert_eq!(Uuid::parse_str(sub).ok(), Some(principal.user_id));
     assert!(claims.get("exp").is_some(), "accepted without exp");
+    if let Some(exp) = claims["exp"].as_u64() {
+        assert_eq!(principal.expires_at, exp, "a stream would outlive its token");
+    }
     assert!(audience_ok(claims), "accepted for another audience");
     assert_eq!(
         principal.admin,

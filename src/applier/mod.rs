@@ -44,6 +44,10 @@ pub struct Seams {
     /// When set, the applier returns right after a commit, before publishing or acking.
     #[cfg(feature = "test-seams")]
     pub halt_after_commit: Arc<AtomicBool>,
+    /// While a test holds this lock for writing, the applier commits batches but publishes
+    /// nothing of them (as an applier whose publishes are slow to be acknowledged).
+    #[cfg(feature = "test-seams")]
+    pub publish_gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Seams {
@@ -55,6 +59,12 @@ impl Seams {
         }
         #[cfg(not(feature = "test-seams"))]
         false
+    }
+
+    /// Returns once the test lets batches be published.
+    async fn publish_allowed(&self) {
+        #[cfg(feature = "test-seams")]
+        drop(self.publish_gate.read().await);
     }
 }
 

@@ -304,6 +304,7 @@ impl Applier {
     /// (events and dead letters carry stable `Nats-Msg-Id`s, so a retry stores nothing twice).
     async fn deliver_until_done(&self, mut committed: Committed, shutdown: &CancellationToken) {
         let mut backoff = Backoff::new(self.config.max_backoff_ms);
+        self.seams.publish_allowed().await;
         let published_at = loop {
             match self.publish(&mut committed).await {
                 Ok(()) => {

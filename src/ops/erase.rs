@@ -8,7 +8,12 @@
 //!    ledger are deleted and the tombstone (`erased_learners`) is written. A batch of theirs
 //!    the applier was applying commits before; any command of theirs that comes later (a
 //!    redelivery, an activity that was publishing when its workflow was terminated) finds the
-//!    tombstone and is refused (dead-lettered as `erased`), unless it starts a track again;
+//!    tombstone and is refused (dead-lettered as `erased`), unless it starts a track again.
+//!    A batch that committed before but whose events JetStream has not yet acknowledged (its
+//!    ledger entries are not `announced`) would publish them after step 4 and leave them
+//!    there: so while any of their changes is unannounced, the transaction is rolled back and
+//!    retried until the appliers have published them (for at most `settle`; an applier that
+//!    died meanwhile publishes nothing once the ledger is gone);
 //! 4. their events are purged from the events stream (by subject), and their dead letters
 //!    removed — after the transaction, so that what a batch in flight left there goes too;
 //! 5. an `erased` event per track is published on their event subject, the marker that stays:
@@ -18,6 +23,7 @@
 //! job and removes whatever arrived meanwhile.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream::Stream};
 use chrono::{DateTime, Utc};
@@ -90,6 +96,9 @@ pub struct Erased {
     pub dead_letters: u64,
     /// `erased` events published, one per track.
     pub tombstones: u64,
+    /// Their changes still unannounced when `settle` ran out: an applier that publishes them
+    /// later leaves them in the events stream until erase runs again.
+    pub unannounced: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,9 +185,11 @@ pub async fn survey(stores: &Stores, user_id: Uuid) -> Result<Survey, EraseError
 }
 
 /// Erases the learner `survey` found, reporting each step to `step`; see the module's order.
+/// It waits at most `settle` for the appliers to publish the learner's last changes.
 pub async fn erase(
     stores: &Stores,
     survey: &Survey,
+    settle: Duration,
     mut step: impl FnMut(&str),
 ) -> Result<Erased, EraseError> {
     let user_id = survey.user_id;
@@ -210,11 +221,42 @@ pub async fn erase(
     .await?;
     step(&format!("purged {} waiting commands", erased.commands));
 
-    let (rows, ledger, erased_at) = delete_rows(&stores.pool, user_id, &survey.tracks).await?;
+    let deadline = Instant::now() + settle;
+    let mut waiting = false;
+    let deleted = loop {
+        let late = Instant::now() >= deadline;
+        match delete_rows(&stores.pool, user_id, &survey.tracks, late).await? {
+            Deletion::Done(deleted) => break deleted,
+            Deletion::Unannounced(count) => {
+                if !waiting {
+                    step(&format!(
+                        "waiting up to {}s for the appliers to publish {count} applied changes of theirs",
+                        settle.as_secs()
+                    ));
+                    waiting = true;
+                }
+                tokio::time::sleep(SETTLE_POLL).await;
+            }
+        }
+    };
+    let Deleted {
+        rows,
+        ledger,
+        unannounced,
+        erased_at,
+    } = deleted;
     (erased.rows, erased.ledger_entries, erased.erased_at) = (rows, ledger, erased_at);
+    erased.unannounced = unannounced;
     step(&format!(
         "deleted {rows} progress rows and {ledger} ledger entries; tombstone at {erased_at}"
     ));
+    if unannounced > 0 {
+        step(&format!(
+            "warning: {unannounced} changes of theirs were still unpublished after {}s; \
+             if an applier publishes them later they stay in the events stream until erase runs again",
+            settle.as_secs()
+        ));
+    }
 
     erased.events = purge(stores, &nats.events_stream, &events_filter(nats, user_id)).await?;
     step(&format!("purged {} events", erased.events));
@@ -361,17 +403,51 @@ async fn terminate(client: &Client, id: &str) -> Result<bool, EraseError> {
     }
 }
 
+/// How often erasure looks again whether the appliers published the learner's last changes.
+const SETTLE_POLL: Duration = Duration::from_millis(100);
+
+/// What the transaction of step 3 did.
+enum Deletion {
+    Done(Deleted),
+    /// Nothing: this many of the learner's applied changes wait for JetStream's ack.
+    Unannounced(u64),
+}
+
+struct Deleted {
+    rows: u64,
+    ledger: u64,
+    /// Changes deleted while still unannounced (only when forced to).
+    unannounced: u64,
+    erased_at: DateTime<Utc>,
+}
+
 /// Deletes the learner's rows, ledger and track change events and writes their tombstone, in
-/// one transaction under the applier's lock of each of their tracks; returns the rows and
-/// ledger entries deleted and the erasure's time.
+/// one transaction under the applier's lock of each of their tracks. While a change of theirs
+/// is still unannounced it changes nothing, unless `anyway`.
 async fn delete_rows(
     pool: &PgPool,
     user_id: Uuid,
     tracks: &BTreeSet<Uuid>,
-) -> Result<(u64, u64, DateTime<Utc>), sqlx::Error> {
+    anyway: bool,
+) -> Result<Deletion, sqlx::Error> {
     let keys: Vec<(Uuid, Uuid)> = tracks.iter().map(|track| (user_id, *track)).collect();
     let mut tx = pool.begin().await?;
     applier_sql::lock_learners(&mut tx, &keys).await?;
+    // under the locks, no batch of theirs commits: what is unannounced now is all there is
+    let unannounced: i64 = sqlx::query_scalar(
+        "select (select count(*) from progress_ledger
+                  where user_id = $1 and outcome = 'applied' and not announced)
+              + (select count(*) from track_change_events
+                  where user_id = $1 and not announced)",
+    )
+    .bind(user_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let unannounced = unannounced as u64;
+    if unannounced > 0 && !anyway {
+        tx.rollback().await?;
+        return Ok(Deletion::Unannounced(unannounced));
+    }
     let erased_at: DateTime<Utc> = sqlx::query_scalar(
         "insert into erased_learners (user_id, erased_at) values ($1, clock_timestamp())
          on conflict (user_id) do update set erased_at = excluded.erased_at
@@ -396,5 +472,10 @@ async fn delete_rows(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok((rows, ledger, erased_at))
+    Ok(Deletion::Done(Deleted {
+        rows,
+        ledger,
+        unannounced,
+        erased_at,
+    }))
 }

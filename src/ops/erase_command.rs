@@ -1,5 +1,7 @@
 //! `learning-progress erase --user U`: erases a learner, printing what it found and removed.
 
+use std::time::Duration;
+
 use anyhow::Context as _;
 use async_nats::jetstream;
 use uuid::Uuid;
@@ -24,6 +26,10 @@ pub struct EraseConfig {
     /// One JSON object (what was found, or removed) on stdout instead of lines.
     #[arg(long, env = "ERASE_JSON")]
     pub json: bool,
+    /// Longest wait for the appliers to publish the learner's last applied changes before
+    /// their ledger is deleted (so that no event of theirs lands after the purge).
+    #[arg(long, env = "ERASE_SETTLE_SECS", default_value_t = 30)]
+    pub settle_secs: u64,
 }
 
 pub async fn run(
@@ -57,14 +63,19 @@ pub async fn run(
     if !config.yes && !confirm(&format!("erase learner {} for good: {found}?", config.user))? {
         anyhow::bail!("not erased");
     }
-    let erased = erase::erase(&stores, &survey, |step| eprintln!("{step}"))
-        .await
-        .with_context(|| {
-            format!(
-                "erasing learner {} (stopped part-way: run it again to finish)",
-                config.user
-            )
-        })?;
+    let erased = erase::erase(
+        &stores,
+        &survey,
+        Duration::from_secs(config.settle_secs),
+        |step| eprintln!("{step}"),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "erasing learner {} (stopped part-way: run it again to finish)",
+            config.user
+        )
+    })?;
     if config.json {
         println!("{}", serde_json::to_string_pretty(&erased)?);
     }

@@ -351,7 +351,9 @@ async fn the_operators_commands_work_with_the_documented_nats_permissions_and_no
         temporal: workflow::connect(&temporal, "operator").await.unwrap(),
     };
     let survey = erase::survey(&stores, learner).await.unwrap();
-    let erased = erase::erase(&stores, &survey, |_| {}).await.unwrap();
+    let erased = erase::erase(&stores, &survey, Duration::from_secs(30), |_| {})
+        .await
+        .unwrap();
     assert!(erased.events >= 3, "{erased:?}");
     assert_eq!(
         (erased.dead_letters, erased.tombstones),

@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use super::common::{self, eventually, isolated_nats, read_stream, stream_len};
 use super::{
-    WAIT, at, command, path, publish, row_at_version, start_applier, start_default_applier, stop,
+    WAIT, at, command, path, publish, row_at_version, start_applier, start_default_applier,
+    started, stop,
 };
 
 /// What applying `commands` in seq order must leave in the ledger: (seq, outcome, version).
@@ -160,16 +161,7 @@ async fn a_command_the_database_refuses_is_dead_lettered_and_its_batch_applied(p
     .execute(&pool)
     .await
     .unwrap();
-    let start = |user| {
-        command(
-            user,
-            track.id,
-            1,
-            Action::TrackStarted {
-                current_unit_id: Some(track.units[0].id),
-            },
-        )
-    };
+    let start = |user| started(user, &track, 1);
     let others: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
     publish(&js, &nats, &start(broken)).await;
     for user in &others {
@@ -542,14 +534,7 @@ async fn a_change_whose_command_the_broker_lost_after_a_crash_is_still_announced
     let (nats, js) = isolated_nats().await;
     let track = create_track(&pool, "Unannounced", 2).await.unwrap();
     let user = Uuid::new_v4();
-    let started = command(
-        user,
-        track.id,
-        1,
-        Action::TrackStarted {
-            current_unit_id: Some(track.units[0].id),
-        },
-    );
+    let started = started(user, &track, 1);
     publish(&js, &nats, &started).await;
     let config = ApplierConfig {
         announce_after_secs: 0,

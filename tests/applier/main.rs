@@ -9,11 +9,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
+use common::commands::{at, command, path, publish, started, unit_done};
 use common::{Proxy, eventually, isolated_nats, read_stream, stream_len};
 use learning_progress::applier::{self, ApplierConfig, ApplierError, Seams};
 use learning_progress::db::progress::get_user_progress;
-use learning_progress::db::tracks::{Track, create_track};
+use learning_progress::db::tracks::create_track;
 use learning_progress::messaging::{NatsConfig, publish_command};
 use learning_progress::model::{Action, ProgressCommand, ProgressEvent, UserProgress};
 use sqlx::PgPool;
@@ -23,70 +24,6 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn at(seconds: i64) -> DateTime<Utc> {
-    DateTime::<Utc>::from_timestamp(1_790_000_000, 0).unwrap() + TimeDelta::seconds(seconds)
-}
-
-fn command(user: Uuid, track: Uuid, seq: i64, action: Action) -> ProgressCommand {
-    ProgressCommand {
-        command_id: Uuid::new_v4(),
-        user_id: user,
-        track_id: track,
-        seq,
-        occurred_at: at(seq),
-        action,
-    }
-}
-
-/// A learner's whole path through `track`: start, every unit, one assessment, completion.
-fn path(user: Uuid, track: &Track) -> Vec<ProgressCommand> {
-    let units: Vec<Uuid> = track.units.iter().map(|u| u.id).collect();
-    let mut commands = vec![command(
-        user,
-        track.id,
-        1,
-        Action::TrackStarted {
-            current_unit_id: Some(units[0]),
-        },
-    )];
-    for (i, unit) in units.iter().enumerate() {
-        let seq = commands.len() as i64 + 1;
-        commands.push(command(
-            user,
-            track.id,
-            seq,
-            Action::UnitCompleted {
-                unit_id: *unit,
-                next_unit_id: units.get(i + 1).copied(),
-            },
-        ));
-    }
-    let seq = commands.len() as i64 + 1;
-    commands.push(command(
-        user,
-        track.id,
-        seq,
-        Action::AssessmentRecorded {
-            unit_id: units[units.len() - 1],
-            attempt_id: Uuid::new_v4(),
-            score: 8.0,
-            max_score: 10.0,
-            passed: true,
-        },
-    ));
-    let seq = commands.len() as i64 + 1;
-    commands.push(command(user, track.id, seq, Action::TrackCompleted {}));
-    commands
-}
-
-async fn publish(js: &jetstream::Context, nats: &NatsConfig, command: &ProgressCommand) {
-    publish_command(js, nats, command)
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-}
 
 fn expected_row(commands: &[ProgressCommand]) -> UserProgress {
     let first = &commands[0];
@@ -218,23 +155,8 @@ async fn a_command_published_twice_is_applied_once(pool: PgPool) {
     let (nats, js) = isolated_nats().await;
     let track = create_track(&pool, "Twice", 2).await.unwrap();
     let user = Uuid::new_v4();
-    let start = command(
-        user,
-        track.id,
-        1,
-        Action::TrackStarted {
-            current_unit_id: Some(track.units[0].id),
-        },
-    );
-    let done = command(
-        user,
-        track.id,
-        2,
-        Action::UnitCompleted {
-            unit_id: track.units[0].id,
-            next_unit_id: Some(track.units[1].id),
-        },
-    );
+    let start = started(user, &track, 1);
+    let done = unit_done(user, &track, 2, 0);
 
     // inside the duplicate window JetStream itself drops the second copy
     publish(&js, &nats, &start).await;
@@ -329,14 +251,7 @@ async fn poison_messages_are_dead_lettered_and_the_rest_applied(pool: PgPool) {
     let user = Uuid::new_v4();
     let subject = nats.command_subject(user, track.id);
 
-    let good_start = command(
-        user,
-        track.id,
-        1,
-        Action::TrackStarted {
-            current_unit_id: Some(track.units[0].id),
-        },
-    );
+    let good_start = started(user, &track, 1);
     let foreign = command(
         user,
         track.id,
@@ -346,15 +261,7 @@ async fn poison_messages_are_dead_lettered_and_the_rest_applied(pool: PgPool) {
             next_unit_id: None,
         },
     );
-    let good_done = command(
-        user,
-        track.id,
-        3,
-        Action::UnitCompleted {
-            unit_id: track.units[0].id,
-            next_unit_id: Some(track.units[1].id),
-        },
-    );
+    let good_done = unit_done(user, &track, 3, 0);
     let mut unknown_type = serde_json::to_value(&good_done).unwrap();
     unknown_type["type"] = "unit_teleported".into();
     unknown_type["command_id"] = Uuid::new_v4().to_string().into();
@@ -650,14 +557,7 @@ async fn a_unit_added_to_a_track_later_is_accepted(pool: PgPool) {
     let track = create_track(&pool, "Growing", 2).await.unwrap();
     let user = Uuid::new_v4();
     let applier = start_default_applier(&js, &pool, &nats);
-    let started = command(
-        user,
-        track.id,
-        1,
-        Action::TrackStarted {
-            current_unit_id: Some(track.units[0].id),
-        },
-    );
+    let started = started(user, &track, 1);
     publish(&js, &nats, &started).await;
     eventually(WAIT, "the start applied", || {
         row_at_version(&pool, user, track.id, 1)

@@ -14,10 +14,10 @@ apt_updated=0
 apt_install() {
   command -v apt-get >/dev/null || return 1
   if [ "$apt_updated" -eq 0 ]; then
-    as_root apt-get update -qq >&2 || return 1
+    as_root flock /tmp/learning-progress-apt.lock apt-get -o DPkg::Lock::Timeout=600 update -qq >&2 || return 1
     apt_updated=1
   fi
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >&2
+  DEBIAN_FRONTEND=noninteractive as_root flock /tmp/learning-progress-apt.lock apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >&2
 }
 
 if ! command -v chromium >/dev/null; then

@@ -14,16 +14,29 @@ pub async fn database_url(pool: &PgPool) -> String {
     format!("postgres://postgres@127.0.0.1:5432/{database}")
 }
 
-/// The binary with `nats`'s names in its environment and no terminal on its input.
+/// `nats` as the binary's environment: the server, the subjects' prefix, the streams and
+/// their limits.
+pub fn nats_env(nats: &NatsConfig) -> Vec<(&'static str, String)> {
+    vec![
+        ("NATS_URL", nats.url.clone()),
+        ("NATS_SUBJECT_PREFIX", nats.subject_prefix.clone()),
+        ("NATS_COMMANDS_STREAM", nats.commands_stream.clone()),
+        ("NATS_EVENTS_STREAM", nats.events_stream.clone()),
+        ("NATS_DLQ_STREAM", nats.dlq_stream.clone()),
+        ("NATS_STREAM_MAX_AGE_HOURS", nats.max_age_hours.to_string()),
+        ("NATS_EVENTS_MAX_BYTES", nats.events_max_bytes.to_string()),
+        ("NATS_DLQ_MAX_BYTES", nats.dlq_max_bytes.to_string()),
+        (
+            "NATS_COMMANDS_MAX_BYTES",
+            nats.commands_max_bytes.to_string(),
+        ),
+    ]
+}
+
+/// The binary with `nats` in its environment and no terminal on its input.
 pub fn binary(nats: &NatsConfig) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_learning-progress"));
-    command
-        .env("NATS_URL", &nats.url)
-        .env("NATS_SUBJECT_PREFIX", &nats.subject_prefix)
-        .env("NATS_COMMANDS_STREAM", &nats.commands_stream)
-        .env("NATS_EVENTS_STREAM", &nats.events_stream)
-        .env("NATS_DLQ_STREAM", &nats.dlq_stream)
-        .stdin(Stdio::null());
+    command.envs(nats_env(nats)).stdin(Stdio::null());
     command
 }
 

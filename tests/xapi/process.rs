@@ -13,18 +13,6 @@ async fn binary_env(pool: &PgPool, nats: &NatsConfig, ralph: &Ralph) -> Vec<(Str
     [
         ("DATABASE_URL", database_url(pool).await),
         ("DATABASE_MAX_CONNECTIONS", "2".to_owned()),
-        ("NATS_URL", nats.url.clone()),
-        ("NATS_SUBJECT_PREFIX", nats.subject_prefix.clone()),
-        ("NATS_COMMANDS_STREAM", nats.commands_stream.clone()),
-        ("NATS_EVENTS_STREAM", nats.events_stream.clone()),
-        ("NATS_DLQ_STREAM", nats.dlq_stream.clone()),
-        ("NATS_STREAM_MAX_AGE_HOURS", nats.max_age_hours.to_string()),
-        ("NATS_EVENTS_MAX_BYTES", nats.events_max_bytes.to_string()),
-        ("NATS_DLQ_MAX_BYTES", nats.dlq_max_bytes.to_string()),
-        (
-            "NATS_COMMANDS_MAX_BYTES",
-            nats.commands_max_bytes.to_string(),
-        ),
         ("XAPI_LRS_URL", lrs.lrs_url),
         ("XAPI_LRS_USERNAME", USER.to_owned()),
         ("XAPI_LRS_PASSWORD", PASSWORD.to_owned()),
@@ -33,6 +21,7 @@ async fn binary_env(pool: &PgPool, nats: &NatsConfig, ralph: &Ralph) -> Vec<(Str
         ("RUST_LOG", "warn".to_owned()),
     ]
     .into_iter()
+    .chain(crate::common::binary::nats_env(nats))
     .map(|(k, v)| (k.to_owned(), v))
     .collect()
 }
