@@ -12,11 +12,11 @@ WITH_ENV := scripts/with-stack-env.sh
 # Extra arguments for the test runner, e.g. make test TEST_ARGS='-- --nocapture'
 TEST_ARGS ?=
 
-.PHONY: help stack stop run test lint bench chaos
+.PHONY: help stack stop run test lint bench chaos fuzz-check
 
 help: ## List the targets
 	@echo "learning-progress: make <target>"
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z]+):.*## /  \1\t/' | expand -t 10
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  \1\t/' | expand -t 13
 
 stack: ## Ensure PostgreSQL, NATS (JetStream) and Temporal run; write .stack/env
 	@scripts/stack.sh
@@ -39,6 +39,9 @@ test: stack ## Run the tests against the local stack (nextest if installed); TES
 lint: ## cargo fmt --check and clippy with warnings as errors
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+fuzz-check: ## Check that the fuzz targets (fuzz/, a workspace of its own) still compile
+	cargo check --manifest-path fuzz/Cargo.toml --bins
 
 chaos: stack ## Run the service under real faults and check every command; MODE=quick|full (RELIABILITY.md)
 	@scripts/chaos.sh

@@ -17,7 +17,7 @@
 /// # Panics
 ///
 /// If a field of `T` is required (has no default), which a test of each caller catches.
-pub fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+pub(crate) fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
     let command = T::augment_args(clap::Command::new("defaults").no_binary_name(true))
         .mut_args(|arg| arg.env(None::<&'static str>));
     let matches = command
@@ -62,7 +62,7 @@ impl DbConfig {
 }
 
 /// Replaces the password of `scheme://user:password@host/...` with `***`.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

@@ -34,7 +34,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod messaging;
-pub mod meter;
+pub(crate) mod meter;
 pub mod model;
 pub mod ops;
 pub mod schemas;

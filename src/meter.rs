@@ -12,7 +12,7 @@ const REDRAW_EVERY: Duration = Duration::from_millis(100);
 const LINE_EVERY: Duration = Duration::from_secs(10);
 const BAR_WIDTH: u64 = 24;
 
-pub struct Meter {
+pub(crate) struct Meter {
     what: &'static str,
     unit: &'static str,
     total: Option<u64>,
@@ -25,7 +25,7 @@ pub struct Meter {
 impl Meter {
     /// A meter for `what` ("verify", "simulate: paths"), counting `unit`s ("learners") up to
     /// `total` when it is known.
-    pub fn new(what: &'static str, unit: &'static str, total: Option<u64>) -> Meter {
+    pub(crate) fn new(what: &'static str, unit: &'static str, total: Option<u64>) -> Meter {
         Meter::to(std::io::stderr().is_terminal(), what, unit, total)
     }
 
@@ -45,7 +45,7 @@ impl Meter {
 
     /// `done` units so far; shown if the last line is old enough (on a terminal, also when
     /// the total is reached).
-    pub fn update(&mut self, done: u64) {
+    pub(crate) fn update(&mut self, done: u64) {
         let every = if self.terminal {
             REDRAW_EVERY
         } else {
@@ -62,7 +62,7 @@ impl Meter {
 
     /// The last count, if anything was shown before and not this count; ends the terminal
     /// line.
-    pub fn finish(&mut self, done: u64) {
+    pub(crate) fn finish(&mut self, done: u64) {
         if self.shown.is_some_and(|shown| shown != done) {
             self.show(done);
         }

@@ -17,13 +17,13 @@ pub const DEFAULT_DIR: &str = "docs/schemas";
 pub const REGENERATE: &str = "cargo run -- schemas --out docs/schemas";
 
 /// One schema document: its file name and its text (pretty JSON, ending in a newline).
-pub struct Document {
+pub(crate) struct Document {
     pub file: &'static str,
     pub text: String,
 }
 
 /// Every schema of the contract.
-pub fn documents() -> Vec<Document> {
+pub(crate) fn documents() -> Vec<Document> {
     vec![
         document::<ProgressCommand>(
             "progress-command.schema.json",

@@ -34,7 +34,7 @@ impl FromRequestParts<ApiState> for Principal {
 }
 
 /// Learners read their own progress; admins read anyone's.
-pub fn authorize(principal: &Principal, user_id: uuid::Uuid) -> Result<(), ApiError> {
+pub(crate) fn authorize(principal: &Principal, user_id: uuid::Uuid) -> Result<(), ApiError> {
     if principal.may_read(user_id) {
         Ok(())
     } else {

@@ -89,9 +89,9 @@ impl From<&ProgressView> for Snapshot {
 }
 
 /// (user_id, track_id)
-pub type Key = (Uuid, Uuid);
+pub(crate) type Key = (Uuid, Uuid);
 
-pub type LoadError = Arc<ProgressError>;
+pub(crate) type LoadError = Arc<ProgressError>;
 
 type SharedLoad = Shared<BoxFuture<'static, Result<Option<Snapshot>, LoadError>>>;
 
@@ -133,7 +133,7 @@ impl PgSource {
     }
 
     /// The track catalogue this source reads unit counts from.
-    pub fn catalogue(&self) -> &TrackCatalogue {
+    pub(crate) fn catalogue(&self) -> &TrackCatalogue {
         &self.catalogue
     }
 }
@@ -244,7 +244,7 @@ impl ProgressCache {
 
     /// Where the cache stands: take it before reading the database, and hand it to
     /// [`ProgressCache::offer_read`] with what was read.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.inner.generation.load(Ordering::SeqCst)
     }
 
@@ -257,7 +257,7 @@ impl ProgressCache {
     /// [`ProgressCache::offer`] of a snapshot read from the database when the cache stood at
     /// `read_at` ([`ProgressCache::generation`]): it is not cached if the cache was cleared or
     /// a learner erased since, as the read may predate what made it stale.
-    pub async fn offer_read(&self, snapshot: Snapshot, read_at: Option<u64>) -> Snapshot {
+    pub(crate) async fn offer_read(&self, snapshot: Snapshot, read_at: Option<u64>) -> Snapshot {
         match self
             .put_if_newer(snapshot.clone(), true, read_at, false)
             .await
@@ -445,13 +445,13 @@ impl ProgressCache {
     }
 
     /// Approximate: moka counts lazily.
-    pub fn entry_count(&self) -> u64 {
+    pub(crate) fn entry_count(&self) -> u64 {
         self.inner.entries.entry_count()
     }
 
     /// Waits until `key` reaches `min_version` or `wait` elapses. Returns the newest snapshot
     /// seen and whether it reached `min_version`.
-    pub async fn wait_for(
+    pub(crate) async fn wait_for(
         &self,
         key: Key,
         min_version: i64,
@@ -548,7 +548,7 @@ pub struct Changes {
 
 impl Changes {
     /// The learner and track waited on.
-    pub fn key(&self) -> Key {
+    pub(crate) fn key(&self) -> Key {
         self.key
     }
 

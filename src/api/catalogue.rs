@@ -21,14 +21,14 @@ const TRACK_CAPACITY: u64 = 10_000;
 
 /// Cheap to clone: clones share the cache.
 #[derive(Clone)]
-pub struct TrackCatalogue {
+pub(crate) struct TrackCatalogue {
     pool: PgPool,
     unit_counts: moka::future::Cache<Uuid, i64>,
     metrics: Metrics,
 }
 
 impl TrackCatalogue {
-    pub fn new(pool: PgPool, metrics: &Metrics) -> TrackCatalogue {
+    pub(crate) fn new(pool: PgPool, metrics: &Metrics) -> TrackCatalogue {
         TrackCatalogue {
             pool,
             unit_counts: moka::future::Cache::builder()
@@ -40,7 +40,7 @@ impl TrackCatalogue {
     }
 
     /// How many units `track` has, from the cache or one counted query.
-    pub async fn unit_count(&self, track: Uuid) -> Result<i64, ProgressError> {
+    pub(crate) async fn unit_count(&self, track: Uuid) -> Result<i64, ProgressError> {
         if let Some(count) = self.unit_counts.get(&track).await {
             return Ok(count);
         }
@@ -54,12 +54,12 @@ impl TrackCatalogue {
     }
 
     /// Reads `track`'s unit count again next time: its units changed.
-    pub async fn forget(&self, track: Uuid) {
+    pub(crate) async fn forget(&self, track: Uuid) {
         self.unit_counts.invalidate(&track).await;
     }
 
     /// `progress` as readers see it, with its track's unit count.
-    pub async fn view(&self, progress: UserProgress) -> Result<ProgressView, ProgressError> {
+    pub(crate) async fn view(&self, progress: UserProgress) -> Result<ProgressView, ProgressError> {
         let total_units = self.unit_count(progress.track_id).await?;
         Ok(ProgressView::new(progress, total_units))
     }

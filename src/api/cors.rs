@@ -19,7 +19,7 @@ use super::xapi;
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// The CORS layer `config` calls for, if any.
-pub fn layer(config: &ApiConfig) -> Option<CorsLayer> {
+pub(crate) fn layer(config: &ApiConfig) -> Option<CorsLayer> {
     let origins = if !config.cors_origins.is_empty() {
         AllowOrigin::list(config.cors_origins.iter().cloned())
     } else if config.cors_loopback {
@@ -47,7 +47,7 @@ pub fn layer(config: &ApiConfig) -> Option<CorsLayer> {
 }
 
 /// Parses one configured origin: `http(s)://host[:port]`, exactly as a browser sends it.
-pub fn parse_origin(origin: &str) -> Result<HeaderValue, String> {
+pub(crate) fn parse_origin(origin: &str) -> Result<HeaderValue, String> {
     let invalid = || format!("{origin:?} is not an origin like http://127.0.0.1:5173");
     let uri: Uri = origin.parse().map_err(|_| invalid())?;
     let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {

@@ -40,7 +40,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn internal(error: impl std::error::Error + Send + Sync + 'static) -> ApiError {
+    pub(crate) fn internal(error: impl std::error::Error + Send + Sync + 'static) -> ApiError {
         ApiError::Internal(Box::new(error))
     }
 
@@ -114,7 +114,7 @@ fn retry_after_secs(wait: &Duration) -> u64 {
 
 /// The answer to a handler that panicked: the same opaque 500 as any internal error. The
 /// panic itself is logged here, once; the process goes on serving.
-pub fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+pub(crate) fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let message = panic
         .downcast_ref::<String>()
         .map(String::as_str)

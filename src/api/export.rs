@@ -14,7 +14,7 @@ use crate::auth::Principal;
 use crate::model::ProgressView;
 use crate::ops::export;
 
-pub fn router() -> Router<ApiState> {
+pub(crate) fn router() -> Router<ApiState> {
     Router::new().route("/api/v1/tracks/{track_id}/progress", get(track_progress))
 }
 

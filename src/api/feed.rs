@@ -37,7 +37,7 @@ const ERASED_TYPE: &str = "learning.progress.event.erased.v1";
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
 /// Connects to NATS, clearing the cache whenever events may have been missed.
-pub async fn connect(
+pub(crate) async fn connect(
     config: &NatsConfig,
     cache: ProgressCache,
 ) -> Result<Client, messaging::ConnectError> {
@@ -78,7 +78,7 @@ impl FeedState {
 
 /// Why the feed stopped following and starts over.
 #[derive(Debug, thiserror::Error)]
-pub enum FeedError {
+pub(crate) enum FeedError {
     #[error("looking up the events stream {stream}")]
     Stream {
         stream: String,
@@ -101,14 +101,14 @@ pub enum FeedError {
 
 /// The ordered consumer of one start: events after `floor`, the stream's last sequence when
 /// it was created.
-pub struct Following {
+pub(crate) struct Following {
     messages: pull::Ordered,
     floor: u64,
 }
 
 /// Creates an ordered consumer at the end of the events stream, then clears the cache: from
 /// here on every event reaches the cache, and what it held before may have missed some.
-pub async fn follow(
+pub(crate) async fn follow(
     client: &Client,
     config: &NatsConfig,
     cache: &ProgressCache,
@@ -139,7 +139,7 @@ pub async fn follow(
 
 /// Applies events to the cache until `shutdown` fires, starting over (with a backoff) from the
 /// stream's end whenever following fails. `first` is a consumer already created, if any.
-pub async fn run(
+pub(crate) async fn run(
     client: Client,
     config: NatsConfig,
     first: Option<Following>,

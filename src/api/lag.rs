@@ -13,13 +13,13 @@ use crate::messaging::NatsConfig;
 use crate::ops::status::{self, Lag};
 
 /// How long one reading of the lag is reused.
-pub const REFRESH: Duration = Duration::from_secs(5);
+pub(crate) const REFRESH: Duration = Duration::from_secs(5);
 
 /// A scrape waits at most this long for NATS and the database; the gauges then say the
 /// reading failed (`progress_lag_up 0`) instead of holding the scrape.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub struct LagProbe {
+pub(crate) struct LagProbe {
     js: jetstream::Context,
     pool: PgPool,
     nats: NatsConfig,
@@ -29,7 +29,7 @@ pub struct LagProbe {
 }
 
 impl LagProbe {
-    pub fn new(
+    pub(crate) fn new(
         client: async_nats::Client,
         pool: PgPool,
         nats: NatsConfig,
@@ -46,7 +46,7 @@ impl LagProbe {
 
     /// Sets the lag gauges of `metrics`, reading the lag again if the last reading is older
     /// than [`REFRESH`].
-    pub async fn observe(&self, metrics: &Metrics) {
+    pub(crate) async fn observe(&self, metrics: &Metrics) {
         let mut last = self.last.lock().await;
         if last.is_some_and(|at| at.elapsed() < REFRESH) {
             return;

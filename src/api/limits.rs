@@ -34,7 +34,7 @@ struct Open {
 }
 
 impl StreamSlots {
-    pub fn new(per_user: usize, total: usize) -> StreamSlots {
+    pub(crate) fn new(per_user: usize, total: usize) -> StreamSlots {
         StreamSlots {
             per_user,
             total,
@@ -43,7 +43,7 @@ impl StreamSlots {
     }
 
     /// A place for one more stream of `user`, or 429 when they or the replica hold the most.
-    pub fn acquire(&self, user: Uuid) -> Result<StreamSlot, ApiError> {
+    pub(crate) fn acquire(&self, user: Uuid) -> Result<StreamSlot, ApiError> {
         let mut open = self.open.lock().expect("stream slots lock poisoned");
         let refused = |scope| ApiError::TooManyStreams {
             scope,
@@ -71,7 +71,7 @@ impl StreamSlots {
 }
 
 /// One open stream's place, held for as long as the stream.
-pub struct StreamSlot {
+pub(crate) struct StreamSlot {
     user: Uuid,
     open: Arc<Mutex<Open>>,
 }
@@ -90,7 +90,7 @@ impl Drop for StreamSlot {
 }
 
 /// A token bucket per user: `burst` requests at once, refilled at `per_sec`.
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     per_sec: f64,
     burst: f64,
     buckets: moka::sync::Cache<Uuid, Arc<Mutex<Bucket>>>,
@@ -103,7 +103,7 @@ struct Bucket {
 
 impl RateLimiter {
     /// `per_sec` of 0 turns the limit off.
-    pub fn new(per_sec: f64, burst: u32) -> RateLimiter {
+    pub(crate) fn new(per_sec: f64, burst: u32) -> RateLimiter {
         let burst = f64::from(burst.max(1));
         // a bucket untouched this long is full again: forgetting it changes nothing
         let refill = if per_sec > 0.0 {
@@ -122,7 +122,7 @@ impl RateLimiter {
     }
 
     /// Takes one request from `user`'s bucket, or says how long until there is one.
-    pub fn check(&self, user: Uuid) -> Result<(), ApiError> {
+    pub(crate) fn check(&self, user: Uuid) -> Result<(), ApiError> {
         if self.per_sec <= 0.0 {
             return Ok(());
         }

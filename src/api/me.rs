@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::ApiState;
 use crate::auth::Principal;
 
-pub fn router() -> Router<ApiState> {
+pub(crate) fn router() -> Router<ApiState> {
     Router::new().route("/api/v1/me", get(me))
 }
 

@@ -166,7 +166,7 @@ impl Metrics {
     }
 
     /// Every metric in the Prometheus text format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .expect("metrics encode as text")
@@ -180,7 +180,7 @@ impl Default for Metrics {
 }
 
 /// Counts and times every request by its route template (never the raw path: it holds ids).
-pub async fn track_request(
+pub(crate) async fn track_request(
     State(state): State<ApiState>,
     request: Request,
     next: Next,

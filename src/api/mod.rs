@@ -31,16 +31,16 @@
 //! - [`limits`]: what one caller may cost; [`serve`]: connections, header timeout, panics.
 
 mod auth;
-pub mod cache;
+pub(crate) mod cache;
 mod catalogue;
 mod cors;
 mod error;
 mod export;
-pub mod feed;
+pub(crate) mod feed;
 mod lag;
-pub mod limits;
+pub(crate) mod limits;
 mod me;
-pub mod metrics;
+pub(crate) mod metrics;
 mod ops;
 mod progress;
 mod serve;
@@ -49,12 +49,12 @@ mod ticket;
 mod xapi;
 
 pub use cache::{CacheConfig, Change, Changes, PgSource, ProgressCache, Snapshot, SnapshotSource};
-pub use catalogue::TrackCatalogue;
-pub use error::ApiError;
+pub(crate) use catalogue::TrackCatalogue;
+pub(crate) use error::ApiError;
 pub use metrics::Metrics;
 pub use serve::{ConnectionLimits, serve_router};
 pub use state::{ApiState, StartError};
-pub use ticket::{TICKET_LIFETIME, TicketError, TicketSecret, Tickets};
+pub(crate) use ticket::{TICKET_LIFETIME, TicketSecret};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -166,7 +166,7 @@ impl Default for ApiConfig {
 }
 
 impl ApiConfig {
-    pub fn cache(&self) -> CacheConfig {
+    pub(crate) fn cache(&self) -> CacheConfig {
         CacheConfig {
             capacity: self.cache_capacity,
             ttl: Duration::from_secs(self.cache_ttl_secs),
@@ -174,11 +174,11 @@ impl ApiConfig {
         }
     }
 
-    pub fn min_version_wait(&self) -> Duration {
+    pub(crate) fn min_version_wait(&self) -> Duration {
         Duration::from_millis(self.min_version_wait_ms)
     }
 
-    pub fn request_timeout(&self) -> Duration {
+    pub(crate) fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
     }
 

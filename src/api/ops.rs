@@ -12,9 +12,9 @@ use serde_json::json;
 use super::ApiState;
 
 /// The API's OpenAPI 3 document, written by hand; `tests/api/service.rs` checks it lists every route.
-pub const OPENAPI: &str = include_str!("openapi.json");
+pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 
-pub fn router() -> Router<ApiState> {
+pub(crate) fn router() -> Router<ApiState> {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

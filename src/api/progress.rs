@@ -25,9 +25,9 @@ use super::{ApiError, ApiState, Snapshot};
 use crate::auth::Principal;
 
 /// Set when `min_version` was not reached in time: the body is this replica's newest.
-pub const BEHIND_HEADER: &str = "x-progress-behind";
+pub(crate) const BEHIND_HEADER: &str = "x-progress-behind";
 
-pub fn router() -> Router<ApiState> {
+pub(crate) fn router() -> Router<ApiState> {
     Router::new()
         .route("/api/v1/users/{user_id}/progress", get(list))
         .route(

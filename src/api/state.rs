@@ -115,7 +115,7 @@ impl ApiState {
         })
     }
 
-    pub fn pool(&self) -> &PgPool {
+    pub(crate) fn pool(&self) -> &PgPool {
         &self.inner.pool
     }
 
@@ -124,11 +124,11 @@ impl ApiState {
     }
 
     /// The tracks' unit counts, cached.
-    pub fn catalogue(&self) -> &TrackCatalogue {
+    pub(crate) fn catalogue(&self) -> &TrackCatalogue {
         &self.inner.catalogue
     }
 
-    pub fn verifier(&self) -> &Verifier {
+    pub(crate) fn verifier(&self) -> &Verifier {
         &self.inner.verifier
     }
 
@@ -136,12 +136,12 @@ impl ApiState {
         &self.inner.metrics
     }
 
-    pub fn nats(&self) -> &async_nats::Client {
+    pub(crate) fn nats(&self) -> &async_nats::Client {
         &self.inner.nats
     }
 
     /// Reads the write path's lag into the metrics.
-    pub fn lag(&self) -> &LagProbe {
+    pub(crate) fn lag(&self) -> &LagProbe {
         &self.inner.lag
     }
 
@@ -150,7 +150,7 @@ impl ApiState {
         &self.inner.feed
     }
 
-    pub fn tickets(&self) -> &Tickets {
+    pub(crate) fn tickets(&self) -> &Tickets {
         &self.inner.tickets
     }
 
@@ -159,7 +159,7 @@ impl ApiState {
         &self.inner.stream_slots
     }
 
-    pub fn rate_limiter(&self) -> &RateLimiter {
+    pub(crate) fn rate_limiter(&self) -> &RateLimiter {
         &self.inner.rate_limiter
     }
 
@@ -167,7 +167,7 @@ impl ApiState {
         &self.inner.config
     }
 
-    pub fn shutdown(&self) -> &CancellationToken {
+    pub(crate) fn shutdown(&self) -> &CancellationToken {
         &self.inner.shutdown
     }
 }

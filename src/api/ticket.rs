@@ -33,7 +33,7 @@ use uuid::Uuid;
 type HmacSha256 = Hmac<Sha256>;
 
 /// How long a ticket opens its stream.
-pub const TICKET_LIFETIME: Duration = Duration::from_secs(30);
+pub(crate) const TICKET_LIFETIME: Duration = Duration::from_secs(30);
 
 /// Ticket ids remembered as used at once; a flood beyond it is refused rather than forgotten.
 const USED_CAPACITY: usize = 100_000;
@@ -81,7 +81,7 @@ pub enum TicketError {
 }
 
 /// Mints and redeems tickets; one per API replica.
-pub struct Tickets {
+pub(crate) struct Tickets {
     key: Vec<u8>,
     lifetime: Duration,
     /// used ticket ids, each with its ticket's expiry (ms since the epoch)
@@ -90,7 +90,7 @@ pub struct Tickets {
 
 impl Tickets {
     /// Signs with `secret`, or with a random key of this process when there is none.
-    pub fn new(secret: Option<&TicketSecret>, lifetime: Duration) -> Tickets {
+    pub(crate) fn new(secret: Option<&TicketSecret>, lifetime: Duration) -> Tickets {
         let key = match secret {
             Some(TicketSecret(secret)) => secret.as_bytes().to_vec(),
             None => rand::random::<[u8; 32]>().to_vec(),
@@ -102,13 +102,13 @@ impl Tickets {
         }
     }
 
-    pub fn lifetime(&self) -> Duration {
+    pub(crate) fn lifetime(&self) -> Duration {
         self.lifetime
     }
 
     /// A ticket for the stream of `user`'s progress on `track`, minted with a bearer token
     /// that expires at `token_expires_at` (seconds since the epoch).
-    pub fn mint(&self, user: Uuid, track: Uuid, token_expires_at: u64) -> String {
+    pub(crate) fn mint(&self, user: Uuid, track: Uuid, token_expires_at: u64) -> String {
         let expires = (now_ms() + self.lifetime.as_millis() as u64)
             .min(token_expires_at.saturating_mul(1000));
         let mut ticket = Vec::with_capacity(PAYLOAD_LEN + MAC_LEN);
@@ -125,7 +125,7 @@ impl Tickets {
 
     /// Consumes `ticket` if it is genuine, for this stream, unexpired and unused; returns when
     /// the token that minted it expires (seconds since the epoch), when the stream must end.
-    pub fn redeem(&self, ticket: &str, user: Uuid, track: Uuid) -> Result<u64, TicketError> {
+    pub(crate) fn redeem(&self, ticket: &str, user: Uuid, track: Uuid) -> Result<u64, TicketError> {
         let bytes = URL_SAFE_NO_PAD
             .decode(ticket)
             .map_err(|_| TicketError::Invalid)?;

@@ -25,12 +25,12 @@ use crate::auth::Principal;
 use crate::xapi::ledger::{self, Filter, Position};
 use crate::xapi::statement::{self, timestamp, verbs};
 
-pub const VERSION_HEADER: &str = "x-experience-api-version";
-pub const CONSISTENT_THROUGH_HEADER: &str = "x-experience-api-consistent-through";
+pub(crate) const VERSION_HEADER: &str = "x-experience-api-version";
+pub(crate) const CONSISTENT_THROUGH_HEADER: &str = "x-experience-api-consistent-through";
 /// Statements per page when `limit` is absent or 0 (the server's maximum, as the spec says).
 const MAX_LIMIT: u32 = 500;
 
-pub fn router() -> Router<ApiState> {
+pub(crate) fn router() -> Router<ApiState> {
     Router::new()
         .route("/xapi/statements", get(statements))
         .route_layer(axum::middleware::from_fn(versioned))

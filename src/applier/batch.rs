@@ -31,7 +31,7 @@ pub(super) type Key = (Uuid, Uuid);
 
 /// What happened to one command of the batch.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// It changed the row; `event` announces the snapshot right after it.
     Applied(Box<ProgressEvent>),
     /// It was new but changed nothing (e.g. a unit completed twice under two ids).

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::messaging::NatsConfig;
 
 /// The longest error text a dead letter carries; longer ones are cut at a char boundary.
-pub const MAX_ERROR_BYTES: usize = 512;
+pub(crate) const MAX_ERROR_BYTES: usize = 512;
 
 /// Publishes the command `message` to the dead-letter stream; the future resolves to
 /// JetStream's ack.
@@ -28,7 +28,7 @@ pub(super) async fn dead_letter(
 
 /// Publishes `message`, delivered from `stream`, to the dead-letter stream (the xAPI
 /// forwarder dead-letters events); the future resolves to JetStream's ack.
-pub async fn dead_letter_from(
+pub(crate) async fn dead_letter_from(
     js: &jetstream::Context,
     config: &NatsConfig,
     stream: &str,

@@ -11,7 +11,7 @@
 //! command the database refuses) dead-letter only the command at fault.
 
 mod announce;
-pub mod batch;
+pub(crate) mod batch;
 mod config;
 mod dlq;
 mod lock_turn;
@@ -31,7 +31,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 pub use config::ApplierConfig;
-pub use dlq::{MAX_ERROR_BYTES, dead_letter_from};
+pub(crate) use dlq::dead_letter_from;
 
 use crate::messaging::{self, NatsConfig};
 use pipeline::{Applier, Pipeline};

@@ -17,7 +17,7 @@ use crate::model::{ProgressCommand, ProgressEvent, UserProgress};
 /// learner's lock until TCP notices, and a stuck statement fails (and is retried) instead of
 /// stalling the pipeline. Set per transaction (`set local`), which transaction poolers keep.
 #[derive(Debug, Clone)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     pub statement: Duration,
     pub lock: Duration,
     pub idle_in_transaction: Duration,

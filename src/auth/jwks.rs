@@ -65,7 +65,7 @@ pub enum JwksError {
 
 /// The key set, refreshed on a timer and on unknown `kid`s. Cheap to clone.
 #[derive(Clone)]
-pub struct Jwks {
+pub(crate) struct Jwks {
     inner: Arc<Inner>,
 }
 
@@ -87,7 +87,7 @@ struct KeySet {
 impl Jwks {
     /// Loads the key set from a path or a URL and refreshes it every `refresh` while the set
     /// is in use; fails if it cannot be read.
-    pub async fn load(
+    pub(crate) async fn load(
         location: &str,
         refetch_interval: Duration,
         refresh: Duration,

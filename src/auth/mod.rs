@@ -16,7 +16,6 @@ mod jwks;
 mod token;
 mod verifier;
 
-pub use jwks::{Jwks, JwksError};
 pub use token::{TokenError, mint_dev_token, mint_development_token, parse_ttl};
 pub use verifier::{AuthError, Principal, Verifier, VerifierError};
 
@@ -83,7 +82,7 @@ impl AuthConfig {
     }
 
     /// The HS256 secret: the configured one, or the development secret in development mode.
-    pub fn hmac_secret(&self) -> Option<&str> {
+    pub(crate) fn hmac_secret(&self) -> Option<&str> {
         match &self.jwt_secret {
             Some(secret) => Some(secret),
             None if self.development_mode() => Some(DEV_JWT_SECRET),
@@ -97,11 +96,11 @@ impl AuthConfig {
         self.dev && self.jwt_secret.is_none() && self.jwks.is_none()
     }
 
-    pub fn jwks_refetch_interval(&self) -> Duration {
+    pub(crate) fn jwks_refetch_interval(&self) -> Duration {
         Duration::from_secs(self.jwks_refetch_interval_secs)
     }
 
-    pub fn jwks_refresh(&self) -> Duration {
+    pub(crate) fn jwks_refresh(&self) -> Duration {
         Duration::from_secs(self.jwks_refresh_secs.max(1))
     }
 }

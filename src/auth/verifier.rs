@@ -17,7 +17,7 @@ pub struct Principal {
 }
 
 impl Principal {
-    pub fn may_read(&self, user_id: Uuid) -> bool {
+    pub(crate) fn may_read(&self, user_id: Uuid) -> bool {
         self.admin || self.user_id == user_id
     }
 }

@@ -2,7 +2,7 @@
 
 pub mod progress;
 pub mod tracks;
-pub mod views;
+pub(crate) mod views;
 
 use std::time::Duration;
 
@@ -47,7 +47,10 @@ const TRANSACTION_POOLER: &str = "DATABASE_URL goes through a transaction pooler
 /// while another connection holds a transaction (a transaction pooler hands the most recently
 /// freed server to the next transaction). A database that does not answer within a few seconds
 /// is not checked: the service starts, and queries retry as they would anyway.
-pub async fn refuse_transaction_pooler(config: &DbConfig, pool: &PgPool) -> anyhow::Result<()> {
+pub(crate) async fn refuse_transaction_pooler(
+    config: &DbConfig,
+    pool: &PgPool,
+) -> anyhow::Result<()> {
     if is_supabase_transaction_pooler(&config.database_url) {
         anyhow::bail!(TRANSACTION_POOLER);
     }

@@ -126,7 +126,7 @@ impl From<&ProgressCommand> for UserProgressUpdate {
 
 /// A `user_progress` row as PostgreSQL returns it.
 #[derive(Debug, sqlx::FromRow)]
-pub struct ProgressRow {
+pub(crate) struct ProgressRow {
     user_id: Uuid,
     track_id: Uuid,
     status: String,
@@ -163,7 +163,7 @@ impl TryFrom<ProgressRow> for UserProgress {
 }
 
 /// Checks that the track exists and that every unit belongs to it.
-pub async fn ensure_units_in_track<'e>(
+pub(crate) async fn ensure_units_in_track<'e>(
     db: impl PgExecutor<'e>,
     track_id: Uuid,
     unit_ids: &[Uuid],
@@ -297,7 +297,7 @@ fn merge(progress: &mut UserProgress, update: &UserProgressUpdate, now: DateTime
 /// Serialises every writer of the learners' rows (appliers, the CRUD, `rebuild`, `erase`),
 /// including learners that have no row yet: a transaction-scoped advisory lock per learner,
 /// taken in one order so two writers never deadlock.
-pub async fn lock_learners(
+pub(crate) async fn lock_learners(
     conn: &mut PgConnection,
     keys: &[(Uuid, Uuid)],
 ) -> Result<(), sqlx::Error> {

@@ -83,7 +83,7 @@ pub async fn unit_ids<'e>(
 }
 
 /// The unit sets of several tracks at once; a track that does not exist is absent.
-pub async fn unit_sets<'e>(
+pub(crate) async fn unit_sets<'e>(
     db: impl PgExecutor<'e>,
     track_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, HashSet<Uuid>>, sqlx::Error> {

@@ -8,7 +8,7 @@ use super::progress::{ProgressError, ProgressRow};
 use crate::model::UserProgress;
 
 /// Every track a learner has progress on, most recently updated first.
-pub async fn list_user_progress(
+pub(crate) async fn list_user_progress(
     pool: &PgPool,
     user_id: Uuid,
 ) -> Result<Vec<UserProgress>, ProgressError> {
@@ -24,7 +24,10 @@ pub async fn list_user_progress(
 }
 
 /// How many units a track has; 0 when it does not exist.
-pub async fn unit_count<'e>(db: impl PgExecutor<'e>, track_id: Uuid) -> Result<i64, sqlx::Error> {
+pub(crate) async fn unit_count<'e>(
+    db: impl PgExecutor<'e>,
+    track_id: Uuid,
+) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("select count(*) from track_units where track_id = $1")
         .bind(track_id)
         .fetch_one(db)

@@ -128,15 +128,15 @@ impl NatsConfig {
 
     /// TLS is required as soon as a CA or a client certificate is configured, so a server (or
     /// a man in the middle) offering plain text is refused rather than trusted.
-    pub fn tls_required(&self) -> bool {
+    pub(crate) fn tls_required(&self) -> bool {
         self.tls_ca.is_some() || self.tls_cert.is_some()
     }
 
-    pub fn events_max_age(&self) -> Duration {
+    pub(crate) fn events_max_age(&self) -> Duration {
         Duration::from_secs(self.max_age_hours * 3600)
     }
 
-    pub fn duplicate_window(&self) -> Duration {
+    pub(crate) fn duplicate_window(&self) -> Duration {
         Duration::from_secs(self.duplicate_window_secs)
     }
 
@@ -149,7 +149,7 @@ impl NatsConfig {
     }
 
     /// Events of every learner.
-    pub fn events_filter(&self) -> String {
+    pub(crate) fn events_filter(&self) -> String {
         format!("{}.evt.>", self.subject_prefix)
     }
 

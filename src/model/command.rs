@@ -107,7 +107,7 @@ impl ProgressCommand {
     }
 
     /// Every unit id the command refers to; each must belong to the command's track.
-    pub fn unit_ids(&self) -> Vec<Uuid> {
+    pub(crate) fn unit_ids(&self) -> Vec<Uuid> {
         match &self.action {
             Action::TrackStarted { current_unit_id } => current_unit_id.iter().copied().collect(),
             Action::UnitCompleted {
@@ -168,7 +168,7 @@ pub fn check_score(score: f64, max_score: f64) -> Result<(), String> {
 }
 
 impl Action {
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Action::TrackStarted { .. } => "track_started",
             Action::UnitCompleted { .. } => "unit_completed",

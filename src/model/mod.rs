@@ -16,5 +16,4 @@ pub use event::{ERASED, ErasedEvent, ProgressEvent};
 pub use progress::{
     AssessmentResults, Attempt, MAX_ATTEMPTS_PER_UNIT, Status, UnitAttempts, UserProgress,
 };
-pub use reshape::Reshaped;
 pub use view::{AssessmentSummary, ProgressView, ScoredAttempt};

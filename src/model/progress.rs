@@ -29,14 +29,14 @@ pub enum Status {
 }
 
 impl Status {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::InProgress => "in_progress",
             Status::Completed => "completed",
         }
     }
 
-    pub fn parse(s: &str) -> Option<Status> {
+    pub(crate) fn parse(s: &str) -> Option<Status> {
         match s {
             "in_progress" => Some(Status::InProgress),
             "completed" => Some(Status::Completed),
@@ -57,7 +57,7 @@ pub struct Attempt {
 impl Attempt {
     /// Two records of one attempt id keep the earliest; on a tie, the higher score, then the
     /// higher maximum, then passed. A total order, so the merge stays order-independent.
-    pub fn supersedes(&self, kept: &Attempt) -> bool {
+    pub(crate) fn supersedes(&self, kept: &Attempt) -> bool {
         let order = self
             .at
             .cmp(&kept.at)
@@ -161,12 +161,12 @@ impl UserProgress {
     // so both follow one definition.
 
     /// `started_at` becomes the earliest time anything happened.
-    pub fn note_occurred(&mut self, at: DateTime<Utc>) {
+    pub(crate) fn note_occurred(&mut self, at: DateTime<Utc>) {
         self.started_at = self.started_at.min(at);
     }
 
     /// Adds a unit to the completed set, kept sorted and without duplicates.
-    pub fn add_completed(&mut self, unit_id: Uuid) {
+    pub(crate) fn add_completed(&mut self, unit_id: Uuid) {
         if let Err(at) = self.completed_unit_ids.binary_search(&unit_id) {
             self.completed_unit_ids.insert(at, unit_id);
         }
@@ -174,7 +174,7 @@ impl UserProgress {
 
     /// Records an assessment attempt; of two records of one attempt id, the one that
     /// supersedes is kept ([`Attempt::supersedes`]).
-    pub fn record_attempt(&mut self, unit_id: Uuid, attempt_id: Uuid, attempt: Attempt) {
+    pub(crate) fn record_attempt(&mut self, unit_id: Uuid, attempt_id: Uuid, attempt: Attempt) {
         let attempts = &mut self.assessment_results.entry(unit_id).or_default().attempts;
         match attempts.get(&attempt_id) {
             Some(kept) if !attempt.supersedes(kept) => {}
@@ -185,13 +185,13 @@ impl UserProgress {
     }
 
     /// Completes the track: the status never goes back, `completed_at` is the earliest.
-    pub fn mark_completed(&mut self, at: DateTime<Utc>) {
+    pub(crate) fn mark_completed(&mut self, at: DateTime<Utc>) {
         self.status = Status::Completed;
         self.completed_at = Some(self.completed_at.map_or(at, |kept| kept.min(at)));
     }
 
     /// Sets the current unit if `seq` is newer than the command that set it last.
-    pub fn set_current(&mut self, unit: Option<Uuid>, seq: i64) {
+    pub(crate) fn set_current(&mut self, unit: Option<Uuid>, seq: i64) {
         if seq > self.last_seq {
             self.current_unit_id = unit;
             self.last_seq = seq;
@@ -200,30 +200,13 @@ impl UserProgress {
 
     /// After merging parts into a snapshot that was `before`: a new version at `now` if
     /// anything changed. Returns whether it did.
-    pub fn bump_if_changed(&mut self, before: &UserProgress, now: DateTime<Utc>) -> bool {
+    pub(crate) fn bump_if_changed(&mut self, before: &UserProgress, now: DateTime<Utc>) -> bool {
         let changed = self != before;
         if changed {
             self.version += 1;
             self.updated_at = now;
         }
         changed
-    }
-
-    /// What a learner's history makes: its applied and no-op commands (rejected ones left
-    /// out), merged in seq order, each at the time it was applied. That is how the applier
-    /// made the row, so it is the row exactly, version and `updated_at` included; `None`
-    /// when the history has no such command.
-    pub fn replay<'a>(
-        history: impl IntoIterator<Item = (&'a ProgressCommand, DateTime<Utc>)>,
-    ) -> Option<UserProgress> {
-        let mut row: Option<UserProgress> = None;
-        for (command, applied_at) in history {
-            row.get_or_insert_with(|| {
-                UserProgress::empty(command.user_id, command.track_id, command.occurred_at)
-            })
-            .apply(command, applied_at);
-        }
-        row
     }
 
     /// The snapshot without the fields whose values depend on the order or time of

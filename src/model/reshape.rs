@@ -28,7 +28,7 @@ impl UserProgress {
     /// snapshot `base` that change wrote, with the later commands (applied and no-op ones, in
     /// seq order, each at the time it was applied) merged without the units `removed` from the
     /// track by then, as the applier merged them. Without a change, [`UserProgress::replay`].
-    pub fn replay_since<'a>(
+    pub(crate) fn replay_since<'a>(
         base: Option<UserProgress>,
         removed: &[Uuid],
         history: impl IntoIterator<Item = (&'a ProgressCommand, DateTime<Utc>)>,
@@ -51,7 +51,7 @@ impl ProgressCommand {
     /// removed unit sets only the next unit, a removed next unit leaves no current unit, a
     /// removed starting unit none either. `None` when nothing is left to apply (an attempt at
     /// a removed assessment). The command's id, seq and time are kept.
-    pub fn without_units(&self, removed: impl Fn(&Uuid) -> bool) -> Option<ProgressCommand> {
+    pub(crate) fn without_units(&self, removed: impl Fn(&Uuid) -> bool) -> Option<ProgressCommand> {
         let keep = |unit: Option<Uuid>| unit.filter(|u| !removed(u));
         let action = match &self.action {
             Action::TrackStarted { current_unit_id } => Action::TrackStarted {
@@ -82,7 +82,7 @@ impl ProgressCommand {
 
 /// What [`UserProgress::reshape`] changed beyond the unit count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Reshaped {
+pub(crate) struct Reshaped {
     /// Completed units that left the snapshot because they left the track.
     pub completions_dropped: usize,
     /// The track was completed and is in progress again.
@@ -94,7 +94,7 @@ pub struct Reshaped {
 impl UserProgress {
     /// Fits the snapshot to the track's new ordered `units` (see the module's policy); the
     /// version grows by one and `updated_at` becomes `now`.
-    pub fn reshape(&mut self, units: &[Uuid], reopen: bool, now: DateTime<Utc>) -> Reshaped {
+    pub(crate) fn reshape(&mut self, units: &[Uuid], reopen: bool, now: DateTime<Utc>) -> Reshaped {
         let mut reshaped = Reshaped::default();
         let before = self.completed_unit_ids.len();
         self.completed_unit_ids.retain(|u| units.contains(u));

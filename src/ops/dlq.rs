@@ -74,7 +74,7 @@ impl DeadLetter {
     }
 
     /// How long ago it was dead-lettered.
-    pub fn age(&self) -> Duration {
+    pub(crate) fn age(&self) -> Duration {
         (Utc::now() - self.stored_at).to_std().unwrap_or_default()
     }
 

@@ -71,18 +71,6 @@ pub struct Survey {
     pub erased_before: Option<DateTime<Utc>>,
 }
 
-impl Survey {
-    pub fn is_empty(&self) -> bool {
-        self.tracks.is_empty()
-            && self.rows == 0
-            && self.ledger_entries == 0
-            && self.commands == 0
-            && self.events == 0
-            && self.dead_letters.is_empty()
-            && self.workflows.is_empty()
-    }
-}
-
 /// What one erasure removed.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Erased {

@@ -21,15 +21,15 @@ use crate::model::{ProgressView, UserProgress};
 
 /// How much earlier than an export's start the next incremental export resumes: far longer
 /// than any applier transaction may run (its statements time out after 30 s by default).
-pub const SETTLE: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+pub(crate) const SETTLE: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
 /// The largest page a caller may ask for.
-pub const MAX_PAGE: u32 = 5_000;
+pub(crate) const MAX_PAGE: u32 = 5_000;
 
 /// What to export: one track's rows, optionally only those updated since a time, after a
 /// learner (the previous page's last).
 #[derive(Debug, Clone, Copy)]
-pub struct Query {
+pub(crate) struct Query {
     pub track: Uuid,
     pub since: Option<DateTime<Utc>>,
     pub after: Option<Uuid>,
@@ -37,14 +37,14 @@ pub struct Query {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Page {
+pub(crate) struct Page {
     pub progress: Vec<ProgressView>,
     /// The `after` of the next page; `None` on the last one.
     pub next: Option<Uuid>,
 }
 
 /// One page of a track's rows, in learner order.
-pub async fn page(pool: &PgPool, query: &Query) -> Result<Page, ProgressError> {
+pub(crate) async fn page(pool: &PgPool, query: &Query) -> Result<Page, ProgressError> {
     let limit = query.limit.clamp(1, MAX_PAGE);
     let rows: Vec<ProgressRow> = sqlx::query_as(
         "select * from user_progress
@@ -75,7 +75,7 @@ pub async fn page(pool: &PgPool, query: &Query) -> Result<Page, ProgressError> {
 }
 
 /// Whether the track exists: an export of an unknown track is an error, not an empty file.
-pub async fn track_exists(pool: &PgPool, track: Uuid) -> Result<bool, sqlx::Error> {
+pub(crate) async fn track_exists(pool: &PgPool, track: Uuid) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("select exists (select 1 from learning_tracks where id = $1)")
         .bind(track)
         .fetch_one(pool)
@@ -83,7 +83,7 @@ pub async fn track_exists(pool: &PgPool, track: Uuid) -> Result<bool, sqlx::Erro
 }
 
 /// The `since` for the export after one that started at `started`.
-pub fn resume_since(started: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn resume_since(started: DateTime<Utc>) -> DateTime<Utc> {
     started - SETTLE
 }
 
@@ -93,7 +93,7 @@ total_units,current_unit_id,started_at,completed_at,updated_at,version";
 
 /// One row as CSV; every field is a uuid, number, timestamp or fixed word, so none needs
 /// quoting.
-pub fn csv_line(view: &ProgressView) -> String {
+pub(crate) fn csv_line(view: &ProgressView) -> String {
     let p = &view.progress;
     let time = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     format!(

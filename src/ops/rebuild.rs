@@ -54,7 +54,7 @@ pub enum Difference {
 }
 
 impl Difference {
-    pub fn key(&self) -> Key {
+    pub(crate) fn key(&self) -> Key {
         match self {
             Difference::MissingRow {
                 user_id, track_id, ..
@@ -67,7 +67,7 @@ impl Difference {
     }
 
     /// One line for a person.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let (user, track) = self.key();
         match self {
             Difference::MissingRow { .. } => {
@@ -122,7 +122,7 @@ pub struct Report {
 }
 
 /// Progress of a pass, after each batch: learners visited so far.
-pub type OnBatch<'a> = &'a mut (dyn FnMut(u64) + Send);
+pub(crate) type OnBatch<'a> = &'a mut (dyn FnMut(u64) + Send);
 
 /// Checks every learner in `scope`; changes nothing.
 pub async fn verify(
@@ -403,7 +403,7 @@ async fn announce(
 pub const REBUILT: &str = "rebuilt";
 
 /// Rewrite events' ids: a name-based uuid of the learner and the version the rewrite made.
-pub fn rebuilt_event_id(user: Uuid, track: Uuid, version: i64) -> Uuid {
+pub(crate) fn rebuilt_event_id(user: Uuid, track: Uuid, version: i64) -> Uuid {
     const NAMESPACE: Uuid = Uuid::from_u128(0x5d0c_7a1e_92b4_4c1f_8e3a_61f0_b2d9_4e77);
     Uuid::new_v5(
         &NAMESPACE,

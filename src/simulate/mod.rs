@@ -49,7 +49,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn commands_per_second(&self) -> f64 {
+    pub(crate) fn commands_per_second(&self) -> f64 {
         self.commands as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 }

@@ -20,10 +20,10 @@ use crate::db::tracks::TrackUnit;
 use crate::model::{ProgressEvent, ProgressView, UserProgress};
 
 /// Learners rewritten per statement: bounds a statement's parameters and a progress line's gap.
-pub const LEARNER_BATCH: i64 = 1_000;
+pub(crate) const LEARNER_BATCH: i64 = 1_000;
 
 /// Units a track may hold, as `tracks create` allows.
-pub const MAX_UNITS: usize = 1_000;
+pub(crate) const MAX_UNITS: usize = 1_000;
 
 /// While positions are rewritten, every unit first moves this far up, so the unique
 /// (track, position) constraint never sees two units at one place.

@@ -9,9 +9,9 @@
 //! - [`notify`]: telling running `LearningPathWorkflow`s the new unit list.
 //! - [`cli`]: the `tracks add-unit | remove-unit | move-unit | show | notify` subcommands.
 
-pub mod apply;
+pub(crate) mod apply;
 pub mod cli;
-pub mod notify;
+pub(crate) mod notify;
 pub mod outbox;
 
 pub use apply::{Applied, Change, ChangeError, apply_change};
@@ -19,7 +19,8 @@ pub use apply::{Applied, Change, ChangeError, apply_change};
 use uuid::Uuid;
 
 /// Namespace of the `track_changed` event ids; changing it would re-identify every event.
-pub const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x8c41_2f0e_93b7_4a5d_b1e6_0d7a_52c9_e3f4);
+pub(crate) const EVENT_ID_NAMESPACE: Uuid =
+    Uuid::from_u128(0x8c41_2f0e_93b7_4a5d_b1e6_0d7a_52c9_e3f4);
 
 /// The `type` of the events a track change publishes.
 pub const EVENT_KIND: &str = "track_changed";

@@ -22,7 +22,7 @@ const CONCURRENT_SIGNALS: usize = 16;
 const PAGE: i64 = 1_000;
 
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
-pub struct Notified {
+pub(crate) struct Notified {
     /// Running paths told the new list.
     pub signalled: usize,
     /// Learners in progress with no running path (stopped, or never started one here).
@@ -34,7 +34,7 @@ pub struct Notified {
 
 /// Signals the path of every learner in progress on `track`. `progress(done, total)` is
 /// called after each page of learners.
-pub async fn notify_learners(
+pub(crate) async fn notify_learners(
     temporal: &Client,
     pool: &PgPool,
     track: Uuid,

@@ -59,7 +59,7 @@ pub async fn publish_change(
 
 /// Publishes up to `limit` events left unannounced for longer than `grace`, oldest first;
 /// returns how many. The applier's sweep runs it.
-pub async fn announce_pending(
+pub(crate) async fn announce_pending(
     pool: &PgPool,
     js: &jetstream::Context,
     nats: &NatsConfig,

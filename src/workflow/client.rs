@@ -116,7 +116,7 @@ pub async fn signal_assessment_recorded(
 }
 
 /// Tells the learner's running workflow the track's new units; `false` when none runs.
-pub async fn signal_track_units_changed(
+pub(crate) async fn signal_track_units_changed(
     client: &Client,
     user_id: Uuid,
     track_id: Uuid,

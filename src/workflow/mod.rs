@@ -14,7 +14,7 @@ mod activities;
 pub mod cli;
 pub mod client;
 mod lenient;
-pub mod security;
+pub(crate) mod security;
 mod worker;
 mod workflows;
 
@@ -23,7 +23,7 @@ pub use activities::{
     ResumeRequest, publish, publish_copy,
 };
 pub use lenient::{Lenient, json_payload};
-pub use security::{SecurityError, TemporalSecurity};
+pub(crate) use security::{SecurityError, TemporalSecurity};
 pub use worker::{WorkerDeps, WorkerError, run, serve};
 pub use workflows::{
     AssessmentRecorded, COMMAND_ID_NAMESPACE, Carry, Inbound, LearningPathInput,

@@ -31,9 +31,9 @@ use temporalio_common::envconfig::{
 };
 
 /// Where the frontend is when neither the settings nor a profile say.
-pub const DEFAULT_ADDRESS: &str = "127.0.0.1:7233";
+pub(crate) const DEFAULT_ADDRESS: &str = "127.0.0.1:7233";
 /// The namespace when neither the settings nor a profile say.
-pub const DEFAULT_NAMESPACE: &str = "default";
+pub(crate) const DEFAULT_NAMESPACE: &str = "default";
 
 #[derive(Clone, Default, clap::Args)]
 pub struct TemporalSecurity {
@@ -186,7 +186,7 @@ pub enum SecurityError {
 /// Where and how to connect: the frontend's URL, the namespace, TLS when configured, the
 /// API key.
 #[derive(Debug)]
-pub struct Target {
+pub(crate) struct Target {
     pub url: Url,
     pub namespace: String,
     pub tls: Option<TlsOptions>,
@@ -253,7 +253,7 @@ impl TemporalSecurity {
     /// Resolves the connection: these settings over the profile's over the defaults. Checks
     /// the combination and reads the files, so every mistake is found here, at start-up,
     /// with the variables to fix, rather than as a failed handshake later.
-    pub fn target(
+    pub(crate) fn target(
         &self,
         address: Option<&str>,
         namespace: Option<&str>,

@@ -37,7 +37,7 @@ impl Default for XapiConfig {
 
 impl XapiConfig {
     /// The activity base without a trailing slash.
-    pub fn base(&self) -> &str {
+    pub(crate) fn base(&self) -> &str {
         self.activity_base.trim_end_matches('/')
     }
 

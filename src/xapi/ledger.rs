@@ -38,7 +38,7 @@ fn record(
 }
 
 /// The applied commands among `command_ids` (an event's id is its command's id).
-pub async fn applied_by_ids<'e>(
+pub(crate) async fn applied_by_ids<'e>(
     db: impl PgExecutor<'e>,
     command_ids: &[Uuid],
 ) -> Result<Vec<LedgerRecord>, sqlx::Error> {
@@ -52,7 +52,7 @@ pub async fn applied_by_ids<'e>(
 }
 
 /// The applied command whose statement has this id (through the ledger's index on it).
-pub async fn applied_by_statement_id<'e>(
+pub(crate) async fn applied_by_statement_id<'e>(
     db: impl PgExecutor<'e>,
     statement_id: Uuid,
 ) -> Result<Option<LedgerRecord>, sqlx::Error> {
@@ -67,7 +67,7 @@ pub async fn applied_by_statement_id<'e>(
 
 /// What to select from the ledger; `None` selects everything on that axis.
 #[derive(Debug, Clone, Default)]
-pub struct Filter {
+pub(crate) struct Filter {
     pub user_id: Option<Uuid>,
     pub track_id: Option<Uuid>,
     /// The learner's registration on a track (`xapi_registration(user_id, track_id)`).
@@ -85,11 +85,11 @@ pub struct Filter {
 }
 
 /// Where a page starts: strictly after this `(applied_at, command_id)` in the page's order.
-pub type Position = (DateTime<Utc>, Uuid);
+pub(crate) type Position = (DateTime<Utc>, Uuid);
 
 /// Up to `limit` applied commands matching `filter`, ordered by `(applied_at, command_id)`
 /// ascending or descending, starting after `after`.
-pub async fn applied<'e>(
+pub(crate) async fn applied<'e>(
     db: impl PgExecutor<'e>,
     filter: &Filter,
     ascending: bool,

@@ -50,7 +50,7 @@ pub enum XapiVersion {
 }
 
 impl XapiVersion {
-    pub fn header(self) -> &'static str {
+    pub(crate) fn header(self) -> &'static str {
         match self {
             XapiVersion::V1_0_3 => "1.0.3",
             XapiVersion::V2_0_0 => "2.0.0",
@@ -59,7 +59,7 @@ impl XapiVersion {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum PostError {
+pub(crate) enum PostError {
     /// The LRS refused the statements (400, 409, 413, 422): sending them again will not help.
     #[error("the LRS refused the statements ({status}): {answer}")]
     Refused { status: u16, answer: String },
@@ -73,14 +73,14 @@ pub enum PostError {
 pub struct ClientError(#[source] reqwest::Error);
 
 #[derive(Clone)]
-pub struct Lrs {
+pub(crate) struct Lrs {
     http: reqwest::Client,
     statements_url: String,
     config: LrsConfig,
 }
 
 impl Lrs {
-    pub fn new(config: &LrsConfig) -> Result<Lrs, ClientError> {
+    pub(crate) fn new(config: &LrsConfig) -> Result<Lrs, ClientError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(config.lrs_timeout_secs))
             // a redirect would resend credentials elsewhere
@@ -96,7 +96,7 @@ impl Lrs {
 
     /// Posts `statements` as one batch. An LRS stores a batch whole or not at all, and takes
     /// again a statement it already holds unchanged (same id, same content): resending is safe.
-    pub async fn post(&self, statements: &[Statement]) -> Result<(), PostError> {
+    pub(crate) async fn post(&self, statements: &[Statement]) -> Result<(), PostError> {
         let body = serde_json::to_vec(statements).expect("statements always serialize");
         let mut request = self
             .http

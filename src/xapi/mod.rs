@@ -12,9 +12,9 @@
 
 mod config;
 pub mod forward;
-pub mod ledger;
+pub(crate) mod ledger;
 pub mod lrs;
 pub mod statement;
 
 pub use config::XapiConfig;
-pub use statement::{LedgerRecord, Statement};
+pub(crate) use statement::Statement;

@@ -17,14 +17,16 @@ use super::XapiConfig;
 use crate::model::{Action, ProgressCommand};
 
 /// The namespace of statement ids.
-pub const STATEMENT_NAMESPACE: Uuid = Uuid::from_u128(0x6c0b_6a1e_58d4_4f0e_9a57_3a0e_2f1c_5d01);
+pub(crate) const STATEMENT_NAMESPACE: Uuid =
+    Uuid::from_u128(0x6c0b_6a1e_58d4_4f0e_9a57_3a0e_2f1c_5d01);
 
 /// The namespace of registrations, one per (learner, track).
-pub const REGISTRATION_NAMESPACE: Uuid = Uuid::from_u128(0x6c0b_6a1e_58d4_4f0e_9a57_3a0e_2f1c_5d02);
+pub(crate) const REGISTRATION_NAMESPACE: Uuid =
+    Uuid::from_u128(0x6c0b_6a1e_58d4_4f0e_9a57_3a0e_2f1c_5d02);
 
 /// ADL's verbs; `attempted` marks the start of a track (docs/xapi.md says why).
 pub mod verbs {
-    pub const ATTEMPTED: &str = "http://adlnet.gov/expapi/verbs/attempted";
+    pub(crate) const ATTEMPTED: &str = "http://adlnet.gov/expapi/verbs/attempted";
     pub const COMPLETED: &str = "http://adlnet.gov/expapi/verbs/completed";
     pub const PASSED: &str = "http://adlnet.gov/expapi/verbs/passed";
     pub const FAILED: &str = "http://adlnet.gov/expapi/verbs/failed";
@@ -32,14 +34,14 @@ pub mod verbs {
 
 /// ADL's activity types.
 mod activity_types {
-    pub const COURSE: &str = "http://adlnet.gov/expapi/activities/course";
-    pub const LESSON: &str = "http://adlnet.gov/expapi/activities/lesson";
-    pub const ASSESSMENT: &str = "http://adlnet.gov/expapi/activities/assessment";
+    pub(crate) const COURSE: &str = "http://adlnet.gov/expapi/activities/course";
+    pub(crate) const LESSON: &str = "http://adlnet.gov/expapi/activities/lesson";
+    pub(crate) const ASSESSMENT: &str = "http://adlnet.gov/expapi/activities/assessment";
 }
 
 /// An applied command as the ledger holds it, with the catalogue's titles.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LedgerRecord {
+pub(crate) struct LedgerRecord {
     pub command: ProgressCommand,
     /// When the applier recorded it: the statement's `stored`.
     pub applied_at: DateTime<Utc>,
@@ -49,7 +51,7 @@ pub struct LedgerRecord {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct UnitTitle {
+pub(crate) struct UnitTitle {
     pub title: String,
     pub kind: String,
 }
@@ -58,10 +60,10 @@ pub struct UnitTitle {
 /// the tests compare them field by field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Statement(pub Value);
+pub(crate) struct Statement(pub Value);
 
 impl Statement {
-    pub fn id(&self) -> Uuid {
+    pub(crate) fn id(&self) -> Uuid {
         self.0["id"]
             .as_str()
             .and_then(|id| id.parse().ok())
@@ -91,7 +93,7 @@ fn name_based(namespace: Uuid, names: &[Uuid]) -> Uuid {
 }
 
 /// The verb a command becomes.
-pub fn verb(action: &Action) -> &'static str {
+pub(crate) fn verb(action: &Action) -> &'static str {
     match action {
         Action::TrackStarted { .. } => verbs::ATTEMPTED,
         Action::UnitCompleted { .. } | Action::TrackCompleted {} => verbs::COMPLETED,
@@ -102,7 +104,11 @@ pub fn verb(action: &Action) -> &'static str {
 
 /// The statement of an applied command. `stored` is included when `with_stored` (the read
 /// view, which is the store); a statement sent to an LRS leaves it to the LRS.
-pub fn statement(config: &XapiConfig, record: &LedgerRecord, with_stored: bool) -> Statement {
+pub(crate) fn statement(
+    config: &XapiConfig,
+    record: &LedgerRecord,
+    with_stored: bool,
+) -> Statement {
     let command = &record.command;
     let track = activity(
         config.track_iri(command.track_id),
@@ -223,7 +229,7 @@ fn scaled(score: f64, max_score: f64) -> f64 {
 }
 
 /// RFC 3339 in UTC with the microseconds PostgreSQL keeps: the same text however often made.
-pub fn timestamp(at: DateTime<Utc>) -> String {
+pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 

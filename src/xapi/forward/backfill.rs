@@ -15,7 +15,7 @@ use crate::xapi::{XapiConfig, ledger, statement};
 const ATTEMPTS: u32 = 6;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct BackfillReport {
+pub(crate) struct BackfillReport {
     pub sent: u64,
     /// Statement ids the LRS refused, with its answer.
     pub refused: Vec<(uuid::Uuid, String)>,
@@ -32,7 +32,7 @@ impl fmt::Display for BackfillReport {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum BackfillError {
+pub(crate) enum BackfillError {
     #[error(transparent)]
     Client(#[from] crate::xapi::lrs::ClientError),
     #[error("reading the ledger")]
@@ -51,7 +51,7 @@ pub enum BackfillError {
 }
 
 /// Sends the applied history of `config.backfill_user` and/or `config.backfill_track`.
-pub async fn backfill(
+pub(crate) async fn backfill(
     pool: &PgPool,
     xapi: &XapiConfig,
     config: &ForwardConfig,

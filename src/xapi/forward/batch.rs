@@ -23,7 +23,7 @@ pub(crate) enum Transient {
 }
 
 impl Transient {
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Transient::Database(_) => "database",
             Transient::Lrs(_) => "lrs",

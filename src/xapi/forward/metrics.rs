@@ -64,14 +64,18 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .expect("metrics encode as text")
     }
 
     /// Serves `GET /metrics` on `addr` until `shutdown`.
-    pub async fn serve(self, addr: SocketAddr, shutdown: CancellationToken) -> std::io::Result<()> {
+    pub(crate) async fn serve(
+        self,
+        addr: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tracing::info!(addr = %listener.local_addr()?, "xAPI forwarder metrics listening");
         let app = axum::Router::new().route(

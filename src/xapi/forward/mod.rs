@@ -15,7 +15,7 @@ mod backfill;
 mod batch;
 mod metrics;
 
-pub use backfill::{BackfillError, BackfillReport, backfill};
+pub(crate) use backfill::backfill;
 pub use metrics::Metrics;
 
 use std::net::SocketAddr;
@@ -34,7 +34,7 @@ use crate::messaging::{self, NatsConfig};
 /// The dead-letter reason of a statement the LRS refused.
 pub const REFUSED: &str = "xapi_refused";
 /// The dead-letter reason of an event that does not decode.
-pub const MALFORMED: &str = "xapi_malformed_event";
+pub(crate) const MALFORMED: &str = "xapi_malformed_event";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ForwardConfig {
