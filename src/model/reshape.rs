@@ -27,7 +27,8 @@ impl UserProgress {
     /// What a learner's history makes since the last change of its track's units: the
     /// snapshot `base` that change wrote, with the later commands (applied and no-op ones, in
     /// seq order, each at the time it was applied) merged without the units `removed` from the
-    /// track by then, as the applier merged them. Without a change, [`UserProgress::replay`].
+    /// track by then, as the applier merged them. Without a change (`base` is `None`, nothing
+    /// removed), the merge of the whole history from an empty snapshot.
     pub(crate) fn replay_since<'a>(
         base: Option<UserProgress>,
         removed: &[Uuid],

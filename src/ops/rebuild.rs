@@ -1,5 +1,5 @@
 //! `verify` and `rebuild`: every `user_progress` row against the merge of its learner's ledger
-//! ([`UserProgress::replay`]), and rewriting the rows that differ, in batches, while the
+//! ([`UserProgress::replay_since`]), and rewriting the rows that differ, in batches, while the
 //! service runs.
 //!
 //! The ledger is the history; the row is its projection. A row differs when the pure merge
