@@ -100,8 +100,15 @@ impl ForwardConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
-    #[error("setting up the forwarder's consumer: {0}")]
-    Setup(String),
+    #[error("setting up the streams")]
+    Streams(#[from] messaging::StreamSetupError),
+    #[error("creating the forwarder's durable consumer {durable} on {stream}")]
+    Consumer {
+        durable: String,
+        stream: String,
+        #[source]
+        source: jetstream::stream::ConsumerError,
+    },
     #[error(transparent)]
     Client(#[from] super::lrs::ClientError),
 }
@@ -132,10 +139,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ForwardError> {
     let Deps { js, pool, nats } = deps;
-    let setup = |e: &dyn std::fmt::Display| ForwardError::Setup(e.to_string());
-    messaging::ensure_streams(&js, &nats)
-        .await
-        .map_err(|e| setup(&e))?;
+    messaging::ensure_streams(&js, &nats).await?;
     let mut consumer: jetstream::consumer::Consumer<pull::Config> = js
         .create_consumer_on_stream(
             pull::Config {
@@ -152,7 +156,11 @@ pub async fn run(
             &nats.events_stream,
         )
         .await
-        .map_err(|e| setup(&e))?;
+        .map_err(|source| ForwardError::Consumer {
+            durable: config.xapi_durable.clone(),
+            stream: nats.events_stream.clone(),
+            source,
+        })?;
     if let Some(addr) = config.metrics_addr {
         let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
         tokio::spawn(async move {
