@@ -249,8 +249,21 @@ ensure_postgres() {
   local bindir datadir port
   if ! bindir="$(pg_bindir)"; then
     log "postgres: installing Debian's postgresql"
+    local before
+    before="$(pg_lsclusters -h 2>/dev/null | awk '{print $1 "/" $2}' || true)"
     apt_install postgresql
     bindir="$(pg_bindir)" || die "initdb not found after installing postgresql"
+    # The package creates and starts a cluster of its own (peer auth, on 5432), which
+    # `make stop` would never stop. Only one it created just now (empty) is removed.
+    if command -v pg_lsclusters >/dev/null; then
+      pg_lsclusters -h 2>/dev/null | while read -r version name _; do
+        if ! grep -qxF "$version/$name" <<<"$before"; then
+          log "postgres: removing the cluster $version/$name the package just created"
+          as_root pg_dropcluster --stop "$version" "$name" ||
+            warn "could not remove the cluster $version/$name the package created"
+        fi
+      done || true
+    fi
   fi
 
   if [ -f "$PG_STATE" ]; then
