@@ -11,14 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::temporal::temporal_config;
+use common::temporal::{temporal_config, write_path};
 use common::{delete_streams, eventually, isolated_nats};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use learning_progress::api::{self, ApiConfig, ApiState};
-use learning_progress::applier::{self, ApplierConfig, Seams};
 use learning_progress::auth::{AuthConfig, Verifier};
 use learning_progress::db::tracks::{Track, create_track};
-use learning_progress::workflow::{self, WorkerDeps, client};
+use learning_progress::workflow::{self, client};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -146,21 +145,7 @@ async fn the_page_on_another_origin_moves_a_learners_bars_live_as_units_are_comp
         .await
         .expect("Temporal reachable");
     let shutdown = CancellationToken::new();
-    let deps = WorkerDeps {
-        client: temporal_client.clone(),
-        jetstream: js.clone(),
-        nats: nats.clone(),
-        pool: pool.clone(),
-    };
-    let worker = workflow::run(&temporal, deps, shutdown.clone());
-    let applier = tokio::spawn(applier::run(
-        js.clone(),
-        pool.clone(),
-        nats.clone(),
-        ApplierConfig::default(),
-        Seams::default(),
-        shutdown.clone(),
-    ));
+    let (worker, applier) = write_path(&temporal, &temporal_client, &nats, &js, &pool, &shutdown);
     let verifier = Verifier::from_config(&AuthConfig::with_secret(SECRET))
         .await
         .unwrap();

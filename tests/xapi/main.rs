@@ -19,13 +19,13 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
-use common::temporal::temporal_config;
+use common::temporal::{temporal_config, write_path};
 use common::{delete_streams, eventually, isolated_nats};
 use learning_progress::applier::{self, ApplierConfig, Seams};
 use learning_progress::db::tracks::{Track, create_track};
 use learning_progress::messaging::{NatsConfig, header_str};
 use learning_progress::model::ProgressEvent;
-use learning_progress::workflow::{self, AssessmentRecorded, TemporalConfig, WorkerDeps, client};
+use learning_progress::workflow::{self, AssessmentRecorded, TemporalConfig, client};
 use learning_progress::xapi::XapiConfig;
 use learning_progress::xapi::forward::{self, Deps, ForwardConfig, Metrics};
 use learning_progress::xapi::lrs::XapiVersion;
@@ -63,21 +63,7 @@ async fn with_learners(
     let (nats, js) = isolated_nats().await;
     let temporal_client = workflow::connect(&temporal, "test").await.unwrap();
     let shutdown = CancellationToken::new();
-    let deps = WorkerDeps {
-        client: temporal_client.clone(),
-        jetstream: js.clone(),
-        nats: nats.clone(),
-        pool: pool.clone(),
-    };
-    let worker = workflow::run(&temporal, deps, shutdown.clone());
-    let applier = tokio::spawn(applier::run(
-        js.clone(),
-        pool.clone(),
-        nats.clone(),
-        ApplierConfig::default(),
-        Seams::default(),
-        shutdown.clone(),
-    ));
+    let (worker, applier) = write_path(&temporal, &temporal_client, &nats, &js, pool, &shutdown);
     let test = async {
         drive(pool, &temporal_client, &temporal, track, learners).await;
         shutdown.cancel();
